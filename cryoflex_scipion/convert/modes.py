@@ -1,0 +1,39 @@
+"""SetOfNormalModes -> arrays (modes x atoms x 3).
+
+Mode files follow ContinuousFlex / scipion-em-prody (``modes/vec.N``: one
+line ``dx dy dz`` per atom), the layout ``prody.parseScipionModes`` reads.
+"""
+import numpy as np
+
+__all__ = ["read_mode_file", "modes_to_array"]
+
+
+def read_mode_file(path):
+    vec = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    if vec.shape[1] != 3:
+        raise ValueError("%s: expected 3 columns (dx dy dz per atom), found %d" % (path, vec.shape[1]))
+    return vec
+
+
+def modes_to_array(modes, enabled_only=True, numbers=None):
+    """``(array (M, A, 3), mode numbers)`` of a SetOfNormalModes.
+
+    ``numbers`` (1-based, as in the set) picks modes explicitly; otherwise the
+    enabled ones (or all with ``enabled_only=False``).
+    """
+    vecs, picked = [], []
+    for i, mode in enumerate(modes.iterItems(orderBy="id")):
+        number = mode.getObjId() or i + 1
+        if numbers is not None:
+            if number not in numbers:
+                continue
+        elif enabled_only and not mode.isEnabled():
+            continue
+        vecs.append(read_mode_file(mode.getModeFile()))
+        picked.append(number)
+    if not vecs:
+        raise ValueError("no normal mode selected")
+    sizes = {v.shape[0] for v in vecs}
+    if len(sizes) != 1:
+        raise ValueError("mode files have different numbers of atoms: %s" % sorted(sizes))
+    return np.stack(vecs), picked

@@ -1,0 +1,125 @@
+"""Shared command-line plumbing of the engine: devices, batches, progress, summaries."""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+__all__ = ["add_common_args", "select_device", "device_name", "Progress", "write_summary",
+           "run_batches", "log", "fail"]
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def fail(msg):
+    """Stop with a clear message (exit status 2) instead of a traceback."""
+    print("ERROR: %s" % msg, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def add_common_args(parser, batch_size=64):
+    g = parser.add_argument_group("execution")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to compute; auto = the first visible GPU if any (default: auto)")
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help="items per batch; halved automatically when the GPU runs out of memory "
+                        "(default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    return g
+
+
+def select_device(name, threads=0):
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        fail("--device cuda was requested but torch sees no GPU (CUDA_VISIBLE_DEVICES=%r, torch %s)"
+             % (os.environ.get("CUDA_VISIBLE_DEVICES"), torch.__version__))
+    return torch.device("cpu")
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu (%d threads)" % torch.get_num_threads()
+
+
+class Progress:
+    """Progress lines with rate and time left, at most every ``every`` seconds."""
+
+    def __init__(self, total, label, unit="particles", every=10.0):
+        self.total, self.label, self.unit, self.every = total, label, unit, every
+        self.done = 0
+        self.start = self._last = time.time()
+
+    def update(self, n):
+        self.done += n
+        now = time.time()
+        if now - self._last >= self.every or self.done >= self.total:
+            self._last = now
+            log(self.line())
+
+    def rate(self):
+        elapsed = max(time.time() - self.start, 1e-9)
+        return self.done / elapsed
+
+    def line(self):
+        rate = self.rate()
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        return "%s: %d/%d %s (%.0f%%), %.1f %s/s, %s left" % (
+            self.label, self.done, self.total, self.unit, 100.0 * self.done / max(self.total, 1),
+            rate, self.unit, "%.0f s" % left if math.isfinite(left) else "?")
+
+    def elapsed(self):
+        return time.time() - self.start
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().tolist()
+    raise TypeError("not JSON serialisable: %r" % type(x))
+
+
+def write_summary(path, data):
+    """Write the command's JSON summary (read back by the Scipion protocols)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, default=_jsonable)
+    os.replace(tmp, path)  # never leave a half-written summary behind
+
+
+def run_batches(n_items, batch_size, work, device, label="batches"):
+    """Call ``work(start, stop)`` over ``range(n_items)`` in batches.
+
+    On CUDA out-of-memory the batch size is halved and the same range retried,
+    so a too-large ``--batch-size`` degrades speed, not the run.  Returns the
+    batch size finally used.
+    """
+    start = 0
+    while start < n_items:
+        stop = min(start + batch_size, n_items)
+        try:
+            work(start, stop)
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            torch.cuda.empty_cache()
+            batch_size = max(1, batch_size // 2)
+            log("%s: GPU out of memory, batch size reduced to %d" % (label, batch_size))
+            continue
+        start = stop
+    return batch_size

@@ -1,0 +1,10 @@
+"""Engine commands: each module defines ``add_args(parser)`` and ``main(args)``.
+
+New methods register here, one module per command, so that
+``python -m cryoflex_scipion.engine <command>`` finds them.
+"""
+COMMANDS = {
+    "simulate": "cryoflex_scipion.engine.commands.simulate",
+    "reconstruct": "cryoflex_scipion.engine.commands.reconstruct",
+    "atoms": "cryoflex_scipion.engine.commands.atoms",
+}

@@ -1,0 +1,150 @@
+"""Fourier-space utilities for batches of images and volumes (torch).
+
+Layout: spectra are *centred*: ``F = fftshift(fftn(ifftshift(x)))`` so that the
+zero frequency sits at index ``D // 2`` (the rotation centre of
+:mod:`geometry`).  Frequency index ``k`` runs over ``-D//2 ... (D-1)//2``.
+Functions work on the last two (images) or three (volumes) axes and keep any
+leading batch axes.
+"""
+import math
+
+import torch
+
+__all__ = [
+    "fft_centered", "ifft_centered", "freq_index", "radial_index", "freq_grid_2d",
+    "shift_images", "fourier_resize", "lowpass", "soft_mask", "rotate_images",
+    "sinc2_correction",
+]
+
+
+def _dims(ndim):
+    return tuple(range(-ndim, 0))
+
+
+def fft_centered(x, ndim=2):
+    dims = _dims(ndim)
+    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=dims)
+
+
+def ifft_centered(f, ndim=2, real=True):
+    dims = _dims(ndim)
+    x = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(f, dim=dims), dim=dims), dim=dims)
+    return x.real if real else x
+
+
+def freq_index(size, device=None, dtype=torch.float32):
+    """Centred frequency (or coordinate) indices ``-size//2 ... (size-1)//2``."""
+    return torch.arange(size, device=device, dtype=dtype) - size // 2
+
+
+def freq_grid_2d(size, apix=None, device=None, dtype=torch.float32):
+    """``(ky, kx)`` grids of centred frequencies, in 1/A when ``apix`` is given
+    (cycles per pixel otherwise)."""
+    k = freq_index(size, device, dtype) / size
+    if apix is not None:
+        k = k / apix
+    ky, kx = torch.meshgrid(k, k, indexing="ij")
+    return ky, kx
+
+
+def radial_index(size, ndim, device=None):
+    """Distance (in Fourier pixels) of every centred-spectrum element to the origin."""
+    k = freq_index(size, device, torch.float32)
+    grids = torch.meshgrid(*([k] * ndim), indexing="ij")
+    return torch.sqrt(sum(g * g for g in grids))
+
+
+def shift_images(images, shifts_px):
+    """Translate image content by ``shifts_px`` ``(..., 2)`` = (dx, dy) pixels.
+
+    Exact for band-limited images (phase ramp in Fourier space); sub-pixel
+    shifts allowed.  ``images`` is ``(..., D, D)``.
+    """
+    size = images.shape[-1]
+    ky, kx = freq_grid_2d(size, device=images.device, dtype=images.dtype if images.is_floating_point() else torch.float32)
+    sx = shifts_px[..., 0, None, None].to(kx.dtype)
+    sy = shifts_px[..., 1, None, None].to(kx.dtype)
+    phase = torch.exp(-2j * math.pi * (kx * sx + ky * sy))
+    return ifft_centered(fft_centered(images) * phase)
+
+
+def fourier_resize(x, new_size, ndim=2):
+    """Fourier crop (downsample, anti-aliased) or zero-pad (upsample) to ``new_size``.
+
+    Pixel values are preserved (the mean density stays the same), so the pixel
+    size becomes ``apix * old_size / new_size``.
+    """
+    old = x.shape[-1]
+    if new_size == old:
+        return x
+    f = fft_centered(x, ndim)
+    c_old, c_new = old // 2, new_size // 2
+    if new_size < old:
+        sl = tuple([Ellipsis] + [slice(c_old - c_new, c_old - c_new + new_size)] * ndim)
+        g = f[sl]
+    else:
+        g = torch.zeros(x.shape[:-ndim] + (new_size,) * ndim, dtype=f.dtype, device=f.device)
+        sl = tuple([Ellipsis] + [slice(c_new - c_old, c_new - c_old + old)] * ndim)
+        g[sl] = f
+    return ifft_centered(g, ndim) * (new_size / old) ** ndim
+
+
+def lowpass(x, resolution_A, apix, ndim=2, edge_width_px=2.0):
+    """Low-pass to ``resolution_A`` with a raised-cosine edge ``edge_width_px`` wide."""
+    size = x.shape[-1]
+    r = radial_index(size, ndim, x.device)
+    cutoff = size * apix / resolution_A
+    filt = _raised_cosine(r, cutoff, edge_width_px).to(x.dtype if x.is_floating_point() else torch.float32)
+    return ifft_centered(fft_centered(x, ndim) * filt, ndim)
+
+
+def _raised_cosine(r, radius, width):
+    """1 inside ``radius - width/2``, 0 outside ``radius + width/2``, cosine between."""
+    if width <= 0:
+        return (r <= radius).float()
+    t = ((r - (radius - width / 2)) / width).clamp(0, 1)
+    return 0.5 * (1 + torch.cos(math.pi * t))
+
+
+def soft_mask(size, radius_px, ndim=2, edge_width_px=3.0, device=None):
+    """Circular (2D) or spherical (3D) mask centred at ``size // 2`` with a soft edge."""
+    return _raised_cosine(radial_index(size, ndim, device), radius_px, edge_width_px)
+
+
+def rotate_images(images, psi_deg):
+    """Rotate image content in-plane by ``psi`` degrees (per image), bilinear.
+
+    Follows :mod:`geometry`: a point ``p`` of the input moves to ``Rz(psi) p``,
+    so rotating the projection of orientation ``A`` by ``psi`` gives the
+    projection of ``Rz(psi) @ A``.
+    """
+    n, size = images.shape[0], images.shape[-1]
+    dtype = images.dtype
+    a = torch.deg2rad(torch.as_tensor(psi_deg, dtype=dtype, device=images.device)).expand(n)
+    c, s = torch.cos(a), torch.sin(a)
+    coords = freq_index(size, images.device, dtype)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    # out(p') = in(Rz(psi)^T p'),  Rz(psi)^T = [[c, -s], [s, c]]
+    src_x = c[:, None, None] * xx - s[:, None, None] * yy
+    src_y = s[:, None, None] * xx + c[:, None, None] * yy
+    grid = torch.stack([(src_x + size // 2) * 2 / (size - 1) - 1,
+                        (src_y + size // 2) * 2 / (size - 1) - 1], -1)
+    out = torch.nn.functional.grid_sample(images[:, None], grid, mode="bilinear",
+                                          padding_mode="zeros", align_corners=True)
+    return out[:, 0]
+
+
+def sinc2_correction(size, padded_size, ndim, device=None, dtype=torch.float32):
+    """Real-space factor of linear (trilinear) interpolation in a Fourier grid of
+    ``padded_size``: ``prod sinc^2(x / padded_size)`` over the centred box of ``size``.
+
+    Divide a volume by it before slicing its spectrum (projection), or divide a
+    reconstruction by it after back-projecting with linear weights (gridding
+    correction).
+    """
+    x = freq_index(size, device, dtype) / padded_size
+    s = torch.special.sinc(x) ** 2
+    out = s
+    for _ in range(ndim - 1):
+        out = out[..., None] * s
+    return out

@@ -1,0 +1,124 @@
+"""Base class of CryoFlex protocols: engine launch, GPU parameters, summaries.
+
+A CryoFlex protocol (1) validates its inputs, (2) converts Scipion objects to
+files under its own ``extra/`` folder, (3) runs one engine command through
+``runJob`` and (4) registers outputs from the engine's files.  It never reads
+another protocol's folders: inputs come from Scipion objects only.
+"""
+import json
+import os
+import shlex
+
+import pyworkflow.protocol.params as params
+from pwem.protocols import EMProtocol
+from pyworkflow.protocol.constants import STEPS_SERIAL
+
+from .. import Plugin
+
+
+class CryoFlexProtocol(EMProtocol):
+    """Shared machinery; subclasses set ``_engineCommand`` and define steps."""
+
+    _engineCommand = None
+    _summaryName = "summary.json"
+    stepsExecutionMode = STEPS_SERIAL
+
+    # -- form helpers -------------------------------------------------------
+    @classmethod
+    def _addGpuParams(cls, form, default=True):
+        """Hidden GPU parameters (shown in the run's execution panel)."""
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=default,
+                       label="Use GPU for execution",
+                       help="Run the engine on a GPU. Without a visible GPU it falls back to the CPU.")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="Choose GPU IDs",
+                       help="GPU to use (first one of the list); with a queue the ids are assigned by the queue.")
+
+    @classmethod
+    def _addBatchParam(cls, form, default=128, expert=True):
+        form.addParam("batchSize", params.IntParam, default=default,
+                      expertLevel=params.LEVEL_ADVANCED if expert else params.LEVEL_NORMAL,
+                      label="Batch size",
+                      help="Particles per GPU/CPU batch. Halved automatically if the GPU runs out of memory.")
+
+    # -- paths ----------------------------------------------------------------
+    def _enginePath(self, *names):
+        """Folder of the engine's inputs and outputs (inside this run's extra/)."""
+        return self._getExtraPath("engine", *names)
+
+    # -- engine launch --------------------------------------------------------
+    def _useGpuNow(self):
+        return self.allowsGpu() and self.usesGpu()
+
+    def runEngine(self, args, command=None):
+        """Run ``python -m cryoflex_scipion.engine <command> <args>`` through runJob.
+
+        On GPU the program is ``CUDA_VISIBLE_DEVICES=%(GPU)s ...`` so pyworkflow
+        substitutes the GPU ids (also when the run goes through a queue); every
+        literal ``%`` in the arguments is then doubled, as that substitution
+        formats them.  On CPU no GPU is made visible.
+        """
+        command = command or self._engineCommand
+        os.makedirs(self._enginePath(), exist_ok=True)
+        quoted = " ".join(shlex.quote(str(a)) for a in args)
+        engine = Plugin.getEngineCommand(command)
+        if self._useGpuNow():
+            program = "CUDA_VISIBLE_DEVICES=%(GPU)s " + engine
+            arguments = quoted.replace("%", "%%") + " --device auto"
+        else:
+            program = "CUDA_VISIBLE_DEVICES= " + engine
+            arguments = quoted + " --device cpu"
+        self.runJob(program, arguments, numberOfMpi=1, numberOfThreads=1)
+
+    def readEngineSummary(self, *names):
+        """The engine's JSON summary, or None while it does not exist."""
+        path = self._enginePath(*(names or (self._summaryName,)))
+        if not os.path.exists(path):
+            return None
+        with open(path) as fh:
+            return json.load(fh)
+
+    # -- validation helpers ---------------------------------------------------
+    @staticmethod
+    def _pointerIsSet(pointer):
+        return pointer is not None and pointer.hasValue() and pointer.get() is not None
+
+    def _validateParticles(self, pointer, label="Input particles", needAlignment=False, needCtf=False):
+        """Messages for a SetOfParticles input (never raises)."""
+        if not self._pointerIsSet(pointer):
+            return ["%s: no set selected." % label]
+        parts = pointer.get()
+        errors = []
+        try:
+            size = parts.getSize()
+        except Exception:
+            size = 0
+        if not size:
+            errors.append("%s: the set is empty." % label)
+        if not parts.getSamplingRate():
+            errors.append("%s: the set has no sampling rate." % label)
+        dims = parts.getDimensions() if size else None
+        if dims and dims[0] != dims[1]:
+            errors.append("%s: particles are %dx%d px; square images are required." % (label, dims[0], dims[1]))
+        if needAlignment:
+            from pwem.constants import ALIGN_PROJ
+            if not parts.hasAlignmentProj():
+                errors.append("%s: projection alignment (angles and shifts, %s) is required, the set has "
+                              "alignment '%s'." % (label, ALIGN_PROJ, parts.getAlignment()))
+        if needCtf and not parts.hasCTF():
+            errors.append("%s: CTF information is required (run a CTF estimation and extract particles with it, "
+                          "or import the CTF)." % label)
+        return errors
+
+    # -- info -------------------------------------------------------------------
+    def _engineSummaryLines(self, keys):
+        """Lines ``label: value`` for the keys present in the engine summary."""
+        summary = self.readEngineSummary()
+        if summary is None:
+            return []
+        lines = []
+        for key, label, fmt in keys:
+            value = summary.get(key)
+            if value is not None:
+                lines.append("%s: %s" % (label, fmt % value if fmt else value))
+        return lines
