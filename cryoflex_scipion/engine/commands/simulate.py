@@ -185,4 +185,4 @@ def _write_ground_truth(path, params, conformations):
         cols["frame"] = labels
     header = ",".join(cols)
     data = np.stack([np.asarray(v, dtype=np.float64) for v in cols.values()], -1)
-    np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.10g")
+    np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.17g")

@@ -193,12 +193,18 @@ def quaternion_to_euler(quat):
 
 
 def angular_distance(matrix1, matrix2):
-    """Angle in degrees of the rotation taking ``matrix1`` to ``matrix2``."""
+    """Angle in degrees of the rotation taking ``matrix1`` to ``matrix2``.
+
+    ``atan2(sin, cos)`` of the relative rotation, accurate near 0 and 180
+    degrees (an arccos of the trace loses precision below about 1e-6 degree).
+    """
     m1, was_np = _to_torch(matrix1)
     m2, _ = _to_torch(matrix2)
-    trace = (m1 * m2.to(m1.dtype)).sum(dim=(-2, -1))  # trace(m1^T m2)
-    cos = ((trace - 1) / 2).clamp(-1.0, 1.0)
-    return _back(torch.rad2deg(torch.acos(cos)), was_np)
+    rel = torch.matmul(m1.transpose(-1, -2), m2.to(m1.dtype))
+    cos = (rel[..., 0, 0] + rel[..., 1, 1] + rel[..., 2, 2] - 1) / 2
+    sin = 0.5 * torch.sqrt((rel[..., 2, 1] - rel[..., 1, 2]) ** 2 + (rel[..., 0, 2] - rel[..., 2, 0]) ** 2
+                           + (rel[..., 1, 0] - rel[..., 0, 1]) ** 2)
+    return _back(torch.rad2deg(torch.atan2(sin, cos)), was_np)
 
 
 def random_rotations(n, generator=None, dtype=torch.float64):
