@@ -90,6 +90,29 @@ def test_reconstruct_noiseless_simulation_to_nyquist(project):
     assert len(freq) == 21 and min(values[:16]) > 0.99 and min(values) > 0.143
     assert rec.outputFSCReference is not None
     assert any("Resolution vs reference" in line for line in rec.summary())
+    _check_viewers(project, sim, rec)
+
+
+def _check_viewers(project, sim, rec):
+    """Viewers draw their figures (headless) and write ChimeraX scripts with the map geometry."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from cryoflex_scipion.viewers import CryoFlexReconstructViewer, CryoFlexSimulateViewer
+    viewer = CryoFlexReconstructViewer(project=project)
+    viewer.setProtocol(rec)  # what the GUI does before showing the form
+    fig = Figure()
+    viewer._showFsc()[0].draw(fig)
+    assert len(fig.axes[0].get_lines()) == 2 + 2  # two curves and two threshold lines
+    script = viewer._showMap()[0]
+    text = open(rec._getExtraPath("show_map.cxc")).read()
+    assert text.count("open ") == 3 and "voxelSize 3 origin -60,-60,-60" in text
+    viewer = CryoFlexSimulateViewer(project=project)
+    viewer.setProtocol(sim)
+    for view in viewer._showGallery() + viewer._showTruth():
+        fig = Figure()
+        view.draw(fig)
+        assert fig.axes
 
 
 def test_simulate_from_structures_labels_the_true_structure(project, tmp_path):

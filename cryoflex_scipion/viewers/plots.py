@@ -1,0 +1,85 @@
+"""Matplotlib figures of CryoFlex results (no Scipion imports: usable headless and in tests)."""
+import numpy as np
+
+__all__ = ["fsc_figure", "gallery_figure", "ground_truth_figure", "read_csv_columns"]
+
+
+def read_csv_columns(path):
+    """``{column: array}`` of a CSV with a header line (as written by the engine)."""
+    data = np.genfromtxt(path, delimiter=",", names=True)
+    return {name: np.atleast_1d(data[name]) for name in data.dtype.names}
+
+
+def _figure(figsize):
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize, tight_layout=True)
+
+
+def fsc_figure(freqs, curves, labels, thresholds=(0.143, 0.5), title="Fourier shell correlation", fig=None):
+    """FSC curves against spatial frequency, with resolution ticks in A."""
+    fig = fig or _figure((6, 4))
+    ax = fig.add_subplot(111)
+    for curve, label in zip(curves, labels):
+        ax.plot(freqs, curve, label=label)
+    for t in thresholds:
+        ax.axhline(t, color="grey", lw=0.8, ls="--")
+        ax.text(freqs[-1], t + 0.01, str(t), ha="right", va="bottom", fontsize=8, color="grey")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_xlim(0, freqs[-1])
+    ax.set_xlabel("resolution (A)")
+    ax.set_ylabel("FSC")
+    ticks = ax.get_xticks()
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["" if t <= 0 else "%.1f" % (1 / t) for t in ticks])
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def gallery_figure(images, titles=None, columns=8, fig=None):
+    """A grid of images (first axis = image)."""
+    n = len(images)
+    rows = int(np.ceil(n / columns))
+    fig = fig or _figure((1.5 * columns, 1.5 * rows))
+    for i, img in enumerate(images):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(img, cmap="gray", origin="lower")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    return fig
+
+
+def ground_truth_figure(truth, fig=None):
+    """Distribution of simulated orientations, defocus and conformations (ground_truth.csv columns)."""
+    amps = sorted(k for k in truth if k.startswith("amplitude_"))
+    panels = 3 if (amps or "frame" in truth) else 2
+    fig = fig or _figure((4 * panels, 3.5))
+    ax = fig.add_subplot(1, panels, 1)
+    ax.scatter(truth["rot"], truth["tilt"], s=2, alpha=0.5)
+    ax.set_xlabel("rot (deg)")
+    ax.set_ylabel("tilt (deg)")
+    ax.set_title("projection directions")
+    ax = fig.add_subplot(1, panels, 2)
+    ax.hist(truth["defocusU"], bins=30)
+    ax.set_xlabel("defocus U (A)")
+    ax.set_title("defocus")
+    if amps:
+        ax = fig.add_subplot(1, panels, 3)
+        if len(amps) >= 2:
+            ax.scatter(truth[amps[0]], truth[amps[1]], s=2, alpha=0.5)
+            ax.set_xlabel(amps[0])
+            ax.set_ylabel(amps[1])
+        else:
+            ax.hist(truth[amps[0]], bins=30)
+            ax.set_xlabel(amps[0])
+        ax.set_title("normal-mode amplitudes")
+    elif "frame" in truth:
+        ax = fig.add_subplot(1, panels, 3)
+        frames = truth["frame"].astype(int)
+        ax.hist(frames, bins=np.arange(frames.max() + 2) - 0.5)
+        ax.set_xlabel("structure index")
+        ax.set_title("conformations")
+    return fig

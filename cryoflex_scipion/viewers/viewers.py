@@ -1,0 +1,109 @@
+"""Scipion viewers of CryoFlex protocols: FSC curves, maps in ChimeraX, particle galleries."""
+import os
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pwem.viewers import ChimeraView
+from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
+
+from ..protocols import ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
+from .plots import fsc_figure, gallery_figure, ground_truth_figure, read_csv_columns
+
+
+class _FigureView:
+    """Draws a figure in its own matplotlib window when Scipion shows the view."""
+
+    def __init__(self, draw, title, figsize=(7, 4.5)):
+        self.draw, self.title, self.figsize = draw, title, figsize
+
+    def show(self):
+        import matplotlib.pyplot as plt
+        fig = plt.figure(num=self.title, figsize=self.figsize)
+        fig.clf()
+        self.draw(fig)
+        plt.show(block=False)
+
+
+def chimerax_script(path, maps, apix, origin):
+    """Write a ChimeraX script opening maps with their voxel size and origin."""
+    with open(path, "w") as fh:
+        for i, m in enumerate(maps, start=1):
+            fh.write("open %s\n" % os.path.abspath(m))
+            fh.write("volume #%d voxelSize %g origin %g,%g,%g\n" % ((i, apix) + tuple(origin)))
+        if len(maps) > 1:
+            fh.write("tile\n")
+    return path
+
+
+class CryoFlexReconstructViewer(ProtocolViewer):
+    """FSC curves and the reconstructed map (with half-maps) in ChimeraX."""
+    _label = "viewer reconstruct"
+    _targets = [ProtCryoFlexReconstruct]
+    _environments = [DESKTOP_TKINTER]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("showFsc", params.LabelParam, label="FSC curves")
+        form.addParam("showMap", params.LabelParam, label="Map and half-maps in ChimeraX")
+
+    def _getVisualizeDict(self):
+        return {"showFsc": self._showFsc, "showMap": self._showMap}
+
+    def _showFsc(self, _=None):
+        cols = read_csv_columns(self.protocol._enginePath("fsc.csv"))
+        curves = [cols["fsc_half_maps"]]
+        labels = ["half-maps"]
+        if "fsc_reference" in cols:
+            curves.append(cols["fsc_reference"])
+            labels.append("map vs reference")
+        return [_FigureView(lambda fig: fsc_figure(cols["frequency_1_per_A"], curves, labels, fig=fig), "CryoFlex FSC")]
+
+    def _showMap(self, _=None):
+        vol = self.protocol.outputVolume
+        maps = [self.protocol._enginePath(f) for f in ("map.mrc", "half1.mrc", "half2.mrc")]
+        script = chimerax_script(self.protocol._getExtraPath("show_map.cxc"), maps, vol.getSamplingRate(),
+                                 vol.getOrigin(force=True).getShifts())
+        return [ChimeraView(script)]
+
+
+class CryoFlexSimulateViewer(ProtocolViewer):
+    """Simulated particles and the distribution of their ground truth."""
+    _label = "viewer simulate"
+    _targets = [ProtCryoFlexSimulateParticles]
+    _environments = [DESKTOP_TKINTER]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("nImages", params.IntParam, default=24, label="Particles in the gallery")
+        form.addParam("showGallery", params.LabelParam, label="Particle gallery")
+        form.addParam("showTruth", params.LabelParam, label="Ground-truth distributions")
+        form.addParam("showReference", params.LabelParam, label="Ground-truth map and model in ChimeraX")
+
+    def _getVisualizeDict(self):
+        return {"showGallery": self._showGallery, "showTruth": self._showTruth, "showReference": self._showReference}
+
+    def _showGallery(self, _=None):
+        from ..engine.core.io.mrc import open_stack
+        handle, _info = open_stack(self.protocol._enginePath("particles.mrcs"))
+        try:
+            images = np.array(handle.data[: max(1, self.nImages.get())])
+        finally:
+            handle.close()
+        titles = ["%d" % (i + 1) for i in range(len(images))]
+        return [_FigureView(lambda fig: gallery_figure(images, titles, fig=fig), "CryoFlex simulated particles",
+                            figsize=(12, 1.5 * np.ceil(len(images) / 8)))]
+
+    def _showTruth(self, _=None):
+        truth = read_csv_columns(self.protocol._enginePath("ground_truth.csv"))
+        return [_FigureView(lambda fig: ground_truth_figure(truth, fig=fig), "CryoFlex ground truth", figsize=(12, 3.5))]
+
+    def _showReference(self, _=None):
+        vol = self.protocol.outputVolume
+        script = self.protocol._getExtraPath("show_reference.cxc")
+        chimerax_script(script, [self.protocol._enginePath("reference.mrc")], vol.getSamplingRate(),
+                        vol.getOrigin(force=True).getShifts())
+        structure = self.protocol._modelStructure()
+        if structure is not None:
+            with open(script, "a") as fh:
+                fh.write("open %s\n" % os.path.abspath(structure.getFileName()))
+        return [ChimeraView(script)]
