@@ -7,13 +7,15 @@ Creates a SetOfParticles with alignment and CTF from a synthetic table
 (particles_to_table) and writes/reads the STAR file.  Prints and saves JSON.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import report  # noqa: E402
 
 
 def main():
@@ -63,10 +65,7 @@ def main():
               "scipion_to_star_total_s": times["scipion_set_to_table_s"] + times["write_star_s"],
               "star_to_scipion_total_s": times["read_star_s"] + times["star_table_to_scipion_set_s"],
               "date": time.strftime("%Y-%m-%d")}
-    print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ A Scipion volume's origin shifts are the physical position (A) of voxel
 """
 import os
 
-import numpy as np
 from pwem.objects import Transform, Volume
 
 from ..engine.core.io.mrc import read_map, write_map

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pyworkflow.protocol.params as params
-from pwem.objects import Acquisition, AtomStruct, SetOfAtomStructs, SetOfNormalModes
+from pwem.objects import Acquisition
 from pyworkflow.object import CsvList, Integer
 
 from ..constants import GT_AMPLITUDES, GT_ANGLES, GT_FRAME, GT_ORIGIN

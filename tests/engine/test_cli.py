@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 import cryoflex_scipion
 from cryoflex_scipion.engine.__main__ import main

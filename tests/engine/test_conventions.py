@@ -4,7 +4,6 @@ cryoDRGN stores RELION's matrix ``A`` and ``trans = rlnOrigin / D``; our
 conversion (engine.core.io.cryodrgn) must reproduce its images.
 """
 import numpy as np
-import pytest
 import torch
 
 from cryoflex_scipion.engine.core import geometry as g

@@ -1,5 +1,4 @@
 """MRC, STAR and particle tables, with the real RELION/cryoSPARC files in tests/data."""
-import os
 
 import numpy as np
 import pytest

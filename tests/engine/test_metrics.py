@@ -5,8 +5,9 @@ import torch
 
 from cryoflex_scipion.engine.core import geometry as g
 from cryoflex_scipion.engine.core.fourier import lowpass
-from cryoflex_scipion.engine.core.metrics import (angular_error, fsc, image_correlation, kabsch, real_space_correlation,
-                                                   resolution_at, rmsd)
+from cryoflex_scipion.engine.core.metrics import (angular_error, fsc, image_correlation, kabsch, model_map_fsc,
+                                                   real_space_correlation, resolution_at, rmsd)
+from cryoflex_scipion.engine.core.projection import gaussian_volume
 
 
 def test_fsc_identical_and_independent():
@@ -58,3 +59,14 @@ def test_angular_error():
     a = g.euler_to_matrix(np.array([[0.0, 10.0, 0.0], [50.0, 60.0, 70.0]]))
     b = g.euler_to_matrix(np.array([[0.0, 15.0, 0.0], [50.0, 60.0, 70.0]]))
     assert np.allclose(angular_error(a, b), [5.0, 0.0], atol=1e-6)
+
+
+def test_model_map_fsc_detects_a_shifted_model():
+    rng = np.random.default_rng(3)
+    coords = rng.standard_normal((150, 3)) * 8
+    weights = np.ones(150)
+    volume = gaussian_volume(torch.tensor(coords), weights, 2.0, 40, 2.0)
+    same, _ = model_map_fsc(coords, weights, volume, 2.0, sigma=2.0)
+    moved, _ = model_map_fsc(coords + np.array([4.0, 0.0, 0.0]), weights, volume, 2.0, sigma=2.0)
+    assert same.min() > 0.999
+    assert resolution_at(moved, 40, 2.0, 0.5) > 2 * resolution_at(same, 40, 2.0, 0.5)

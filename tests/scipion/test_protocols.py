@@ -104,7 +104,7 @@ def _check_viewers(project, sim, rec):
     fig = Figure()
     viewer._showFsc()[0].draw(fig)
     assert len(fig.axes[0].get_lines()) == 2 + 2  # two curves and two threshold lines
-    script = viewer._showMap()[0]
+    viewer._showMap()
     text = open(rec._getExtraPath("show_map.cxc")).read()
     assert text.count("open ") == 3 and "voxelSize 3 origin -60,-60,-60" in text
     viewer = CryoFlexSimulateViewer(project=project)

@@ -5,7 +5,7 @@ import torch
 from .fourier import fft_centered, radial_index
 from .geometry import angular_distance
 
-__all__ = ["fsc", "fsc_frequencies", "resolution_at", "real_space_correlation",
+__all__ = ["fsc", "fsc_frequencies", "resolution_at", "model_map_fsc", "real_space_correlation",
            "image_correlation", "rmsd", "kabsch", "angular_error"]
 
 
@@ -53,6 +53,20 @@ def resolution_at(curve, size, apix, threshold=0.143):
     t = (c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0
     f = f0 + t * (f1 - f0)
     return float(1.0 / f) if f > 0 else float("inf")
+
+
+def model_map_fsc(coords, weights, volume, apix, sigma=None, mask=None):
+    """FSC between a map and the map of an atomic model placed in the same box.
+
+    ``coords`` are in the box frame of :mod:`geometry` (A, relative to the box
+    centre); atoms are Gaussians of width ``sigma`` (default: one voxel).
+    Returns ``(curve, model_map)``.
+    """
+    from .projection import gaussian_volume
+    vol = torch.as_tensor(volume)
+    model = gaussian_volume(torch.as_tensor(coords, dtype=torch.float64), weights,
+                            apix if sigma is None else sigma, vol.shape[-1], apix)
+    return fsc(model, vol, mask=mask), model
 
 
 def real_space_correlation(a, b, mask=None):

@@ -152,6 +152,9 @@ class StackWriter:
         self._handle.set_image_stack()
         self._handle.voxel_size = apix
         self._next = 0
+        # Header statistics accumulated batch by batch: recomputing them at the end
+        # would read the whole stack back from disk.
+        self._min, self._max, self._sum, self._sumsq = np.inf, -np.inf, 0.0, 0.0
 
     def write(self, images):
         images = np.asarray(images, dtype=np.float32)
@@ -160,6 +163,18 @@ class StackWriter:
             raise ValueError("%s: writing past the declared %d images" % (self.path, self.n))
         self._handle.data[self._next:end] = images
         self._next = end
+        self._min = min(self._min, float(images.min()))
+        self._max = max(self._max, float(images.max()))
+        self._sum += float(images.sum(dtype=np.float64))
+        flat = images.reshape(-1)
+        self._sumsq += float(np.dot(flat.astype(np.float64), flat))
+
+    def _set_stats(self):
+        count = float(self.n) * self._handle.data.shape[-1] * self._handle.data.shape[-2]
+        mean = self._sum / count
+        header = self._handle.header
+        header.dmin, header.dmax, header.dmean = self._min, self._max, mean
+        header.rms = np.sqrt(max(self._sumsq / count - mean * mean, 0.0))
 
     def close(self):
         if self._handle is not None:
@@ -167,7 +182,7 @@ class StackWriter:
                 self._handle.close()
                 self._handle = None
                 raise ValueError("%s: %d of %d images written" % (self.path, self._next, self.n))
-            self._handle.update_header_stats()
+            self._set_stats()
             self._handle.close()
             self._handle = None
 
