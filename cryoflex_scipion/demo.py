@@ -2,9 +2,11 @@
 
     python -m cryoflex_scipion.demo [--workdir cryoflex-demo] [--particles 2000]
 
-Steps: import the adenylate kinase model (1AKE chain A) -> simulate particles
-with CTF and noise -> reconstruct them with their known poses and compare
-with the ground-truth map.  Later CryoFlex protocols join the chain here.
+Steps: import the adenylate kinase model (1AKE chain A) -> normal modes (RTB
+on all heavy atoms) -> simulate particles deformed along the first two
+non-rigid modes, with CTF and noise -> reconstruct them with their known
+poses and compare with the map of the undeformed model.  Later CryoFlex
+protocols join the chain here.
 
 Outside a Scipion installation the demo makes its own Scipion environment in
 ``<workdir>/scipion`` (no Scipion set-up needed).  Inside one (``scipion3
@@ -12,6 +14,8 @@ python -m cryoflex_scipion.demo``) it uses that installation's projects.
 """
 import argparse
 import os
+
+import numpy as np
 import sys
 import time
 
@@ -63,7 +67,7 @@ def main(argv=None):
     from pwem.protocols import ProtImportPdb
     from pyworkflow.project import Manager
 
-    from .protocols import ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
+    from .protocols import ProtCryoFlexNMA, ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
 
     print("CryoFlex demo: Scipion project '%s' in %s" % (args.project, pw.Config.SCIPION_USER_DATA))
     project = sandbox.create_project(args.project)
@@ -71,12 +75,15 @@ def main(argv=None):
     t0 = time.time()
 
     imp = runner.run(ProtImportPdb, "import AdK model", inputPdbData=1, pdbFile=MODEL)
-    sim = rec = None
+    nma = sim = rec = None
     if imp:
+        nma = runner.run(ProtCryoFlexNMA, "normal modes (RTB)", setup=lambda p: p.inputStructure.set(imp.outputPdb),
+                         atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=20)
+    if nma:
         sim = runner.run(ProtCryoFlexSimulateParticles, "simulate particles",
-                         setup=lambda p: p.inputStructure.set(imp.outputPdb),
-                         nParticles=args.particles, boxSize=args.box, samplingRate=args.apix, snr=args.snr,
-                         maxShift=4.0, defocusMin=8000.0, defocusMax=20000.0)
+                         setup=lambda p: p.inputModes.set(nma.outputModes), conformations=1,
+                         modeList="7-8", amplitudes="100", nParticles=args.particles, boxSize=args.box,
+                         samplingRate=args.apix, snr=args.snr, maxShift=4.0, defocusMin=8000.0, defocusMax=20000.0)
     if sim:
         def link(p):
             p.inputParticles.set(sim.outputParticles)
@@ -89,16 +96,22 @@ def main(argv=None):
     outputs = sum(len(list(r.iterOutputAttributes())) for r in runs)
 
     print("\nReport")
+    if nma:
+        s = nma.readEngineSummary()
+        print("  normal modes: %s on %d atoms (%d blocks), eigenvalues of modes 7-8 %.4g, %.4g; %d modes enabled; "
+              "%.1f s" % (s["model"], s["n_atoms"], s["n_blocks"], s["eigenvalues"][6], s["eigenvalues"][7],
+                          s["n_enabled"], s["seconds"]))
     if sim:
         s = sim.readEngineSummary()
-        print("  simulated %d particles, %d px at %.2f A/px, SNR %.3g (measured %.3g), %.0f particles/s"
-              % (s["n_particles"], s["box"], s["apix"], s["snr_requested"], s["snr_measured_mean"],
-                 s["particles_per_second"]))
+        print("  simulated %d particles along modes 7-8 (amplitude std 100, RMS displacement %.1f A), %d px at "
+              "%.2f A/px, SNR %.3g (measured %.3g), %.0f particles/s"
+              % (s["n_particles"], 100 * np.sqrt(2.0 / s["n_atoms"]), s["box"], s["apix"], s["snr_requested"],
+                 s["snr_measured_mean"], s["particles_per_second"]))
     if rec:
         s = rec.readEngineSummary()
-        print("  reconstruction: half-map FSC 0.143 at %.2f A; FSC 0.5 against the ground-truth map at %.2f A "
-              "(Nyquist %.2f A), %.0f particles/s" % (s["resolution_0.143_A"], s["reference_resolution_0.5_A"],
-                                                      2 * s["apix"], s["particles_per_second"]))
+        print("  reconstruction: half-map FSC 0.143 at %.2f A; FSC 0.5 against the undeformed model's map at %.2f A "
+              "(Nyquist %.2f A; the motion blurs it), %.0f particles/s"
+              % (s["resolution_0.143_A"], s["reference_resolution_0.5_A"], 2 * s["apix"], s["particles_per_second"]))
     print("  project reopened: %d runs, %d registered outputs, total %.0f s" % (len(runs), outputs, time.time() - t0))
     print("\nOpen it in the Scipion GUI:")
     if own_environment:

@@ -3,9 +3,11 @@
 Mode files follow ContinuousFlex / scipion-em-prody (``modes/vec.N``: one
 line ``dx dy dz`` per atom), the layout ``prody.parseScipionModes`` reads.
 """
+import os
+
 import numpy as np
 
-__all__ = ["read_mode_file", "modes_to_array"]
+__all__ = ["read_mode_file", "modes_to_array", "fill_normal_modes"]
 
 
 def read_mode_file(path):
@@ -37,3 +39,25 @@ def modes_to_array(modes, enabled_only=True, numbers=None):
     if len(sizes) != 1:
         raise ValueError("mode files have different numbers of atoms: %s" % sorted(sizes))
     return np.stack(vecs), picked
+
+
+def fill_normal_modes(mode_set, vectors, eigenvalues, collectivity, score, enabled, folder):
+    """Write ``folder/vec.N`` files and append one NormalMode per mode to ``mode_set``.
+
+    Items carry ``_modeFile`` (the path as given, e.g. ``Runs/<run>/modes/vec.7``),
+    ``_collectivity``, ``_score`` and ``_eigenval`` in that order: the columns
+    ``prody.parseScipionModes`` reads.  Vectors are written with 13 significant
+    digits so the files reproduce the engine's modes.
+    """
+    from pwem.objects import NormalMode
+    from pyworkflow.object import Float
+    os.makedirs(folder, exist_ok=True)
+    for k in range(len(vectors)):
+        fn = os.path.join(folder, "vec.%d" % (k + 1))
+        np.savetxt(fn, np.asarray(vectors[k]).reshape(-1, 3), fmt="%.12e")
+        mode = NormalMode(modeFile=fn, collectivity=float(collectivity[k]), score=float(score[k]))
+        mode._eigenval = Float(float(eigenvalues[k]))
+        mode.setObjId(k + 1)
+        mode.setEnabled(bool(enabled[k]))
+        mode_set.append(mode)
+    return mode_set

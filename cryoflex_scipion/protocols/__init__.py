@@ -1,4 +1,5 @@
 """CryoFlex Scipion protocols (thin: validate, convert, run the engine, register outputs)."""
 from .base import CryoFlexProtocol  # noqa: F401
+from .protocol_nma import ProtCryoFlexNMA, ProtCryoFlexVolumeToPseudoatoms  # noqa: F401
 from .protocol_reconstruct import ProtCryoFlexReconstruct  # noqa: F401
 from .protocol_simulate import ProtCryoFlexSimulateParticles  # noqa: F401

@@ -8,6 +8,7 @@ another protocol's folders: inputs come from Scipion objects only.
 import json
 import os
 import shlex
+import subprocess
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
@@ -68,7 +69,22 @@ class CryoFlexProtocol(EMProtocol):
         else:
             program = "CUDA_VISIBLE_DEVICES= " + engine
             arguments = quoted + " --device cpu"
-        self.runJob(program, arguments, numberOfMpi=1, numberOfThreads=1)
+        try:
+            self.runJob(program, arguments, numberOfMpi=1, numberOfThreads=1)
+        except subprocess.CalledProcessError:
+            message = self._lastEngineError()
+            if message:  # the engine's own explanation instead of "returned non-zero exit status"
+                raise RuntimeError(message) from None
+            raise
+
+    def _lastEngineError(self):
+        """The last 'ERROR: ...' line the engine wrote to this run's stderr log."""
+        try:
+            with open(self.getStderrLog()) as fh:
+                lines = [ln.strip() for ln in fh if ln.startswith("ERROR: ")]
+        except OSError:
+            return None
+        return lines[-1][len("ERROR: "):] if lines else None
 
     def readEngineSummary(self, *names):
         """The engine's JSON summary, or None while it does not exist."""

@@ -1,2 +1,2 @@
 """Viewers of CryoFlex protocols (Scipion GUI)."""
-from .viewers import CryoFlexReconstructViewer, CryoFlexSimulateViewer  # noqa: F401
+from .viewers import CryoFlexNMAViewer, CryoFlexReconstructViewer, CryoFlexSimulateViewer  # noqa: F401

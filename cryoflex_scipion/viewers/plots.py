@@ -83,3 +83,25 @@ def ground_truth_figure(truth, fig=None):
         ax.set_xlabel("structure index")
         ax.set_title("conformations")
     return fig
+
+
+def modes_figure(table, threshold=None, fig=None):
+    """Eigenvalue and collectivity of each mode (modes.csv columns); disabled modes in grey."""
+    fig = fig or _figure((10, 3.8))
+    modes = table["mode"].astype(int)
+    colours = ["tab:blue" if e else "lightgrey" for e in table["enabled"] > 0]
+    ax = fig.add_subplot(1, 2, 1)
+    ax.bar(modes, table["eigenvalue"], color=colours)
+    ax.set_xlabel("mode")
+    ax.set_ylabel("eigenvalue")
+    ax.set_title("eigenvalues (grey: disabled)")
+    ax = fig.add_subplot(1, 2, 2)
+    ax.bar(modes, table["collectivity"], color=colours)
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label="threshold")
+        ax.legend()
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mode")
+    ax.set_ylabel("collectivity")
+    ax.set_title("collectivity")
+    return fig

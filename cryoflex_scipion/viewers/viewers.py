@@ -3,11 +3,11 @@ import os
 
 import numpy as np
 import pyworkflow.protocol.params as params
-from pwem.viewers import ChimeraView
+from pwem.viewers import ChimeraView, TableView
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
-from ..protocols import ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
-from .plots import fsc_figure, gallery_figure, ground_truth_figure, read_csv_columns
+from ..protocols import ProtCryoFlexNMA, ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
+from .plots import fsc_figure, gallery_figure, ground_truth_figure, modes_figure, read_csv_columns
 
 
 class _FigureView:
@@ -106,4 +106,47 @@ class CryoFlexSimulateViewer(ProtocolViewer):
         if structure is not None:
             with open(script, "a") as fh:
                 fh.write("open %s\n" % os.path.abspath(structure.getFileName()))
+        return [ChimeraView(script)]
+
+
+class CryoFlexNMAViewer(ProtocolViewer):
+    """Eigenvalues, collectivity, the mode table, and mode animations in ChimeraX."""
+    _label = "viewer normal modes"
+    _targets = [ProtCryoFlexNMA]
+    _environments = [DESKTOP_TKINTER]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("showPlots", params.LabelParam, label="Eigenvalues and collectivity")
+        form.addParam("showTable", params.LabelParam, label="Mode table")
+        form.addParam("modeNumber", params.IntParam, default=7, label="Mode to animate (7 = first non-rigid)")
+        form.addParam("showAnimation", params.LabelParam, label="Animation in ChimeraX")
+
+    def _getVisualizeDict(self):
+        return {"showPlots": self._showPlots, "showTable": self._showTable, "showAnimation": self._showAnimation}
+
+    def _table(self):
+        return read_csv_columns(self.protocol._enginePath("modes.csv"))
+
+    def _showPlots(self, _=None):
+        table = self._table()
+        threshold = self.protocol.collectivityThreshold.get()
+        return [_FigureView(lambda fig: modes_figure(table, threshold, fig=fig), "CryoFlex normal modes",
+                            figsize=(10, 3.8))]
+
+    def _showTable(self, _=None):
+        t = self._table()
+        rows = [("%d" % m, "%.5g" % e, "%.4f" % c, "%.4f" % s, "yes" if on > 0 else "no")
+                for m, e, c, s, on in zip(t["mode"], t["eigenvalue"], t["collectivity"], t["score"], t["enabled"])]
+        return [TableView(["mode", "eigenvalue", "collectivity", "score", "enabled"], rows, "", "Normal modes")]
+
+    def _showAnimation(self, _=None):
+        mode = self.modeNumber.get()
+        path = self.protocol._enginePath("animations", "mode_%d.pdb" % mode)
+        if not os.path.exists(path):
+            self.showError("No animation for mode %d (modes 7-%d have one)." % (mode, len(self._table()["mode"])))
+            return []
+        script = self.protocol._getExtraPath("animate_mode_%d.cxc" % mode)
+        with open(script, "w") as fh:
+            fh.write("open %s coordsets true\ncoordset #1 loop 20 bounce true\n" % os.path.abspath(path))
         return [ChimeraView(script)]

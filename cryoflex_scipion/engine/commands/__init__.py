@@ -7,4 +7,6 @@ COMMANDS = {
     "simulate": "cryoflex_scipion.engine.commands.simulate",
     "reconstruct": "cryoflex_scipion.engine.commands.reconstruct",
     "atoms": "cryoflex_scipion.engine.commands.atoms",
+    "nma": "cryoflex_scipion.engine.commands.nma",
+    "pseudoatoms": "cryoflex_scipion.engine.commands.pseudoatoms",
 }

@@ -1,0 +1,1 @@
+"""Normal mode analysis (elastic networks: ANM, RTB) and pseudoatomic models of maps."""

@@ -1,0 +1,151 @@
+"""Scripted-project tests of normal mode analysis, pseudoatoms and simulation along normal modes."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import cryoflex_scipion
+from conftest import launch
+
+MODEL = os.path.join(os.path.dirname(cryoflex_scipion.__file__), "data", "adk_1ake_A.pdb")
+
+
+def _import_model(project):
+    from pwem.protocols import ProtImportPdb
+    return launch(project, project.newProtocol(ProtImportPdb, inputPdbData=1, pdbFile=MODEL)).outputPdb
+
+
+def _nma(project, structure, **kwargs):
+    from cryoflex_scipion.protocols import ProtCryoFlexNMA
+    prot = project.newProtocol(ProtCryoFlexNMA, **kwargs)
+    prot.inputStructure.set(structure)
+    return launch(project, prot)
+
+
+def test_nma_set_is_readable_by_prody(project):
+    prody = pytest.importorskip("prody")
+    nma = _nma(project, _import_model(project))
+    modes = nma.outputModes
+    items = [(m.getCollectivity(), m.isEnabled()) for m in modes.iterItems(orderBy="id")]  # clone() drops enabled
+    assert len(items) == 20
+    assert not any(enabled for _, enabled in items[:6])
+    table = np.genfromtxt(nma._enginePath("modes.csv"), delimiter=",", names=True)
+    for (coll_set, enabled), coll, on in zip(items, table["collectivity"], table["enabled"]):
+        assert coll_set == pytest.approx(coll)
+        assert enabled == bool(on) and (not on or coll >= 0.15)
+    assert modes.getPdb().getFileName() == nma.outputStructure.getFileName()
+    vectors = np.load(nma._enginePath("modes.npy"))
+    assert vectors.shape == (20, 214, 3)
+    parsed = prody.parseScipionModes(os.path.abspath(modes.getFileName()))
+    assert parsed.numModes() == 20
+    assert np.allclose(parsed.getEigvecs().T.reshape(20, 214, 3), vectors, atol=1e-12)
+    assert np.allclose(parsed.getEigvals()[6:], table["eigenvalue"][6:], rtol=1e-10)
+    # The same modes read back through our own conversion.
+    from cryoflex_scipion.convert import modes_to_array
+    arr, numbers = modes_to_array(modes, enabled_only=False)
+    assert numbers == list(range(1, 21)) and np.allclose(arr, vectors, atol=1e-12)
+    summary = nma.readEngineSummary()
+    assert summary["bfactor_correlation"] > 0.4  # 20 modes only; all modes give 0.53 (engine test)
+    for k in range(7, 21):
+        assert os.path.exists(nma._enginePath("animations", "mode_%d.pdb" % k))
+    _check_nma_viewer(project, nma)
+
+
+def _check_nma_viewer(project, nma):
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from cryoflex_scipion.viewers import CryoFlexNMAViewer
+    viewer = CryoFlexNMAViewer(project=project)
+    viewer.setProtocol(nma)
+    fig = Figure()
+    viewer._showPlots()[0].draw(fig)
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 20
+    viewer._showAnimation()
+    assert "coordsets true" in open(nma._getExtraPath("animate_mode_7.cxc")).read()
+
+
+def test_simulation_along_rtb_modes_keeps_ground_truth(project):
+    """RTB modes of all heavy atoms -> particles deformed with known amplitudes, reproduced from the truth."""
+    from cryoflex_scipion.constants import GT_AMPLITUDES
+    from cryoflex_scipion.convert import modes_to_array, particles_to_table
+    from cryoflex_scipion.engine.core.atoms import deform, read_atoms
+    from cryoflex_scipion.engine.core.metrics import image_correlation
+    from cryoflex_scipion.engine.core.projection import project_gaussians
+    from cryoflex_scipion.engine.core.io.stack import ImageSource
+    from cryoflex_scipion.protocols import ProtCryoFlexSimulateParticles
+
+    nma = _nma(project, _import_model(project), atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=10)
+    assert nma.readEngineSummary()["n_atoms"] == 1656 + 5  # heavy atoms of 1AKE chain A
+    sim = project.newProtocol(ProtCryoFlexSimulateParticles, conformations=1, modeList="7-8", amplitudes="150, 80",
+                              nParticles=40, boxSize=48, samplingRate=2.5, addNoise=False, applyCtf=False, seed=3)
+    sim.inputModes.set(nma.outputModes)
+    launch(project, sim)
+    parts = sim.outputParticles
+    amps = np.array([list(getattr(p, GT_AMPLITUDES)) for p in parts.iterItems(orderBy="id")], dtype=float)
+    assert amps.shape == (40, 2) and 30 < amps[:, 0].std() < 300
+    table = particles_to_table(parts)
+    model = read_atoms(nma.outputStructure.getFileName())
+    vectors, numbers = modes_to_array(nma.outputModes, numbers=[7, 8])
+    coords = deform(model.coords - model.center(), vectors, amps)
+    images = project_gaussians(torch.as_tensor(coords), torch.as_tensor(model.weights), 2.5,
+                               torch.as_tensor(table.rotations()), 48, 2.5,
+                               shifts_px=torch.as_tensor(table.shifts_px()))
+    with ImageSource(table) as src:
+        observed = torch.as_tensor(src.read(np.arange(40)), dtype=torch.float64)
+    assert image_correlation(images, observed).min().item() > 0.999
+    # Without the deformation the images no longer match as well: the amplitudes matter.
+    rigid = project_gaussians(torch.as_tensor(model.coords - model.center()), torch.as_tensor(model.weights), 2.5,
+                              torch.as_tensor(table.rotations()), 48, 2.5, shifts_px=torch.as_tensor(table.shifts_px()))
+    assert image_correlation(rigid, observed).mean().item() < image_correlation(images, observed).mean().item() - 0.01
+
+
+def test_pseudoatoms_protocol_and_nma(project, data_path):
+    from pwem.protocols import ProtImportVolumes
+    from cryoflex_scipion.protocols import ProtCryoFlexVolumeToPseudoatoms
+    imp = launch(project, project.newProtocol(ProtImportVolumes, filesPath=os.path.dirname(data_path("1ake.mrc")),
+                                              filesPattern="1ake.mrc", samplingRate=2.0))
+    pseudo = project.newProtocol(ProtCryoFlexVolumeToPseudoatoms, refineSteps=60)
+    pseudo.inputVolume.set(imp.outputVolume)
+    launch(project, pseudo)
+    s = pseudo.readEngineSummary()
+    print("pseudoatoms protocol: %d atoms, correlation %.4f" % (s["n_atoms"], s["correlation"]))
+    assert s["correlation"] >= 0.95
+    structure = pseudo.outputStructure
+    assert structure.getPseudoAtoms()
+    nma = _nma(project, structure, numberOfModes=12)
+    assert nma.readEngineSummary()["n_atoms"] == s["n_atoms"]
+    assert nma.outputModes.getSize() == 12
+
+
+def test_nma_validation(project):
+    from cryoflex_scipion.protocols import ProtCryoFlexNMA, ProtCryoFlexVolumeToPseudoatoms
+    structure = _import_model(project)
+    prot = project.newProtocol(ProtCryoFlexNMA, atomSelection=3, customSelection="name ZZ")
+    prot.inputStructure.set(structure)
+    assert any("Atoms:" in e for e in prot.validate())
+    prot = project.newProtocol(ProtCryoFlexNMA, numberOfModes=1000)
+    prot.inputStructure.set(structure)
+    assert any("degrees of freedom" in e for e in prot.validate())
+    prot = project.newProtocol(ProtCryoFlexVolumeToPseudoatoms)
+    assert prot.validate()
+
+
+def test_disconnected_network_fails_with_the_reason(project, tmp_path):
+    """Two chains 200 A apart: the run fails and says which atoms are cut off."""
+    from pwem.protocols import ProtImportPdb
+    lines = [l for l in open(MODEL) if l.startswith("ATOM")]
+    far = []
+    for line in lines[:40]:
+        x = float(line[30:38]) + 200.0
+        far.append(line[:21] + "B" + line[22:30] + "%8.3f" % x + line[38:])
+    path = tmp_path / "two.pdb"
+    path.write_text("".join(lines + far) + "END\n")
+    structure = launch(project, project.newProtocol(ProtImportPdb, inputPdbData=1, pdbFile=str(path))).outputPdb
+    from cryoflex_scipion.protocols import ProtCryoFlexNMA
+    prot = project.newProtocol(ProtCryoFlexNMA)
+    prot.inputStructure.set(structure)
+    project.launchProtocol(prot, wait=True)
+    assert prot.isFailed()
+    assert "disconnected" in prot.getErrorMessage() and "B:" in prot.getErrorMessage()
