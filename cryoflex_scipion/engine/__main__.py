@@ -22,7 +22,9 @@ def main(argv=None):
         p = sub.add_parser(name, help=_describe(module_name), description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_args(p)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # commands that start worker processes repeat their own command line
     if args.command is None:
         parser.print_help()
         return 1

@@ -9,4 +9,5 @@ COMMANDS = {
     "atoms": "cryoflex_scipion.engine.commands.atoms",
     "nma": "cryoflex_scipion.engine.commands.nma",
     "pseudoatoms": "cryoflex_scipion.engine.commands.pseudoatoms",
+    "hemnma": "cryoflex_scipion.engine.commands.hemnma",
 }

@@ -5,7 +5,7 @@ import torch
 from .fourier import fft_centered, radial_index
 from .geometry import angular_distance
 
-__all__ = ["fsc", "fsc_frequencies", "resolution_at", "model_map_fsc", "real_space_correlation",
+__all__ = ["fsc", "fsc_frequencies", "resolution_at", "model_map_fsc", "real_space_correlation", "mahalanobis",
            "image_correlation", "rmsd", "kabsch", "angular_error"]
 
 
@@ -114,3 +114,12 @@ def rmsd(coords1, coords2, superpose=False):
 def angular_error(rotations_est, rotations_true):
     """Per-particle angle (degrees) between estimated and true orientations."""
     return angular_distance(rotations_est, rotations_true)
+
+
+def mahalanobis(values):
+    """Mahalanobis distance of each row of ``values (N, d)`` to the sample mean (sample covariance)."""
+    x = np.asarray(values, dtype=np.float64)
+    centred = x - x.mean(0)
+    cov = np.atleast_2d(np.cov(centred, rowvar=False))
+    inv = np.linalg.pinv(cov)
+    return np.sqrt(np.einsum("ni,ij,nj->n", centred, inv, centred).clip(min=0))
