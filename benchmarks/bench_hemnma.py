@@ -126,6 +126,9 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--atoms-17k", type=int, default=0, help="also align this many particles on a 17,000-atom model")
+    p.add_argument("--engine-args", default="", help="extra arguments for the hemnma command")
+    p.add_argument("--variants", nargs="*", default=[],
+                   help="more engine-argument sets to time on the same data (accuracy and speed each)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     device = torch.device(args.device)
@@ -138,7 +141,8 @@ def main():
     t = time.perf_counter()
     truth = make_dataset(model, modes, args.n, tmp, device)
     sim_s = time.perf_counter() - t
-    result, seconds, summary = run_alignment(tmp, atoms_npz, modes_npy, args.device, args.batch_size)
+    result, seconds, summary = run_alignment(tmp, atoms_npz, modes_npy, args.device, args.batch_size,
+                                             args.engine_args.split())
     err = errors(truth, result, len(model))
     out = {"benchmark": "hemnma (DeepHEMNMA synthetic AdK)", "date": time.strftime("%Y-%m-%d %H:%M"),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (%d threads)"
@@ -152,6 +156,17 @@ def main():
           % (args.n, out["particles_per_second"], np.round(err["amplitude_mae"], 2), PAPER["amplitude_mae"],
              err["angle_mean"], err["angle_std"], err["shift_x"], err["shift_y"], err["amplitude_error_rmsd_A"]),
           flush=True)
+    out["engine_args"] = args.engine_args
+    out["variants"] = []
+    for variant in args.variants:
+        import shutil
+        shutil.rmtree(os.path.join(tmp, "hemnma"), ignore_errors=True)
+        r, s, _ = run_alignment(tmp, atoms_npz, modes_npy, args.device, args.batch_size, variant.split())
+        e = errors(truth, r, len(model))
+        out["variants"].append({"engine_args": variant, "particles_per_second": args.n / s, "errors": e})
+        print("variant [%s]: %.1f particles/s; amplitude MAE %s; angle %.2f +/- %.2f; shift %.3f/%.3f; >10deg %.4f"
+              % (variant, args.n / s, np.round(e["amplitude_mae"], 2), e["angle_mean"], e["angle_std"], e["shift_x"],
+                 e["shift_y"], e["angle_over_10deg_fraction"]), flush=True)
     if args.atoms_17k:
         big = big_model(model)
         big_modes = compute_modes(big.coords, 9, "RTB", 8.0, blocks=rtb_blocks(big.chains, big.resids, 10)).vectors[6:9]

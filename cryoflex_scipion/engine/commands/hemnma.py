@@ -50,6 +50,8 @@ def add_args(p):
     p.add_argument("--search-levels", type=int, default=3,
                    help="amplitude values per mode tried in the global search (default: 3)")
     p.add_argument("--coarse-iterations", type=int, default=10)
+    p.add_argument("--screen-iterations", type=int, default=3,
+                   help="coarse iterations given to every start before only the best continues (default: 3)")
     p.add_argument("--fine-iterations", type=int, default=8)
     p.add_argument("--amplitude-bound", type=float, default=None,
                    help="|amplitude| limit (default: 5 A RMS displacement per mode, i.e. 5 sqrt(atoms))")
@@ -119,6 +121,7 @@ def _run_worker(args, worker, n_workers):
     settings = AlignmentSettings(working_size=args.size, search_size=args.search_size, coarse_size=args.coarse_size,
                                  angular_step=args.angular_step, max_shift=args.max_shift, starts=args.starts,
                                  coarse_iterations=args.coarse_iterations, fine_iterations=args.fine_iterations,
+                                 screen_iterations=args.screen_iterations,
                                  amplitude_bound=args.amplitude_bound, ctf_mode=ctf_mode, local_only=args.local,
                                  search_levels=args.search_levels)
     aligner = ElasticAligner(reference, box, apix, settings)

@@ -41,7 +41,8 @@ class AlignmentSettings:
     angular_step: float = 10.0       # degrees, sphere grid and in-plane step of the global search
     max_shift: float = 5.0           # A, shift range of the global search
     starts: int = 3                  # distinct orientations refined from the global search
-    coarse_iterations: int = 10
+    coarse_iterations: int = 10     # at the coarse size: the first `screen_iterations` on every start,
+    screen_iterations: int = 3      # the rest on the best start only
     fine_iterations: int = 8
     amplitude_bound: float = None    # |q| limit; None: 5 A RMS displacement per mode (5 sqrt(atoms))
     search_levels: int = 3           # amplitude values per mode in the global search (1: undeformed only)
@@ -145,16 +146,25 @@ class ElasticAligner:
             apix_c = self.apix * self.box / self.coarse_size
             coarse = fourier_resize(work, self.coarse_size)
             filt = self._filters(ctf, self.coarse_size, apix_c, n)
-            rep = lambda t: t[:, None].expand(n, k, *t.shape[1:]).reshape(n * k, *t.shape[1:])  # noqa: E731
-            out = refine_poses(self.reference, rep(coarse), None if filt is None else rep(filt),
-                               self._mask(self.coarse_size, apix_c), rot.reshape(n * k, 3, 3),
-                               shift.reshape(n * k, 2) * (self.apix_work / apix_c), amp.reshape(n * k, -1),
-                               apix_c, s.coarse_iterations, self.amplitude_bound)
-            best = out["correlation"].reshape(n, k).argmax(1)
-            pick = torch.arange(n, device=self.device) * k + best
-            rot = out["rotations"][pick]
-            shift = out["shift_px"][pick] * (apix_c / self.apix_work)
-            amp = out["amplitudes"][pick]
+            mask = self._mask(self.coarse_size, apix_c)
+            shift_c = shift * (self.apix_work / apix_c)
+            if k > 1:  # screen every start briefly, keep the best one
+                rep = lambda t: t[:, None].expand(n, k, *t.shape[1:]).reshape(n * k, *t.shape[1:])  # noqa: E731
+                out = refine_poses(self.reference, rep(coarse), None if filt is None else rep(filt), mask,
+                                   rot.reshape(n * k, 3, 3), shift_c.reshape(n * k, 2), amp.reshape(n * k, -1),
+                                   apix_c, min(s.screen_iterations, s.coarse_iterations), self.amplitude_bound)
+                best = out["correlation"].reshape(n, k).argmax(1)
+                pick = torch.arange(n, device=self.device) * k + best
+                rot, shift_c, amp = out["rotations"][pick], out["shift_px"][pick], out["amplitudes"][pick]
+                remaining = s.coarse_iterations - min(s.screen_iterations, s.coarse_iterations)
+            else:
+                rot, shift_c, amp = rot[:, 0], shift_c[:, 0], amp[:, 0]
+                remaining = s.coarse_iterations
+            if remaining > 0:
+                out = refine_poses(self.reference, coarse, filt, mask, rot, shift_c, amp, apix_c, remaining,
+                                   self.amplitude_bound)
+                rot, shift_c, amp = out["rotations"], out["shift_px"], out["amplitudes"]
+            shift = shift_c * (apix_c / self.apix_work)
         else:
             rot, shift, amp = rot[:, 0], shift[:, 0], amp[:, 0]
         self._tock("coarse", tick)

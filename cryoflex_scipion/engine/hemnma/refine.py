@@ -76,9 +76,11 @@ class _Problem:
 
 
 def refine_poses(reference, images, filters, mask, rot0, shift0, amp0, apix, iterations=10, amplitude_bound=None,
-                 chunk=512):
+                 chunk=None):
     """Refine (rotation, shift, amplitudes) of every particle; returns dict with rotations (N,3,3),
     shift_px (N,2), amplitudes (N,M), correlation (N,)."""
+    if chunk is None:  # images per projection call: large on a GPU (throughput), small on a CPU (memory)
+        chunk = 2048 if images.device.type == "cuda" else 256
     problem = _Problem(reference, images, filters, mask, rot0, shift0, amp0, apix, chunk)
     n, p = images.shape[0], problem.n_params
     dev, dt = images.device, images.dtype
