@@ -10,7 +10,7 @@ particle keeps its own damping factor (accept if the cost drops, else damp more)
 """
 import torch
 
-from ..core.fourier import fft_centered, ifft_centered
+from ..core.fourier import apply_half_spectrum_filter, half_spectrum_filter
 
 __all__ = ["normalise", "refine_poses"]
 
@@ -38,7 +38,8 @@ def _rotvec_matrix(omega):
 
 class _Problem:
     def __init__(self, reference, images, filters, mask, rot0, shift0, amp0, apix, chunk):
-        self.reference, self.filters, self.mask = reference, filters, mask
+        self.reference, self.mask = reference, mask
+        self.filters = None if filters is None else half_spectrum_filter(filters)
         self.rot0, self.shift0, self.amp0 = rot0, shift0, amp0
         self.size, self.apix, self.chunk = images.shape[-1], apix, chunk
         self.target = normalise(images, mask)
@@ -56,7 +57,7 @@ class _Problem:
             img = self.reference.project(rot, self.shift0[idx] + th[:, 3:5], self.amp0[idx] + th[:, 5:],
                                          self.size, self.apix)
             if self.filters is not None:
-                img = ifft_centered(fft_centered(img) * self.filters[idx])
+                img = apply_half_spectrum_filter(img, self.filters[idx])
             out.append(normalise(img, self.mask))
         return torch.cat(out)
 
