@@ -126,6 +126,8 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--atoms-17k", type=int, default=0, help="also align this many particles on a 17,000-atom model")
+    p.add_argument("--stream", type=int, default=0,
+                   help="also align this many particles in a subprocess, reporting its peak memory (streaming)")
     p.add_argument("--engine-args", default="", help="extra arguments for the hemnma command")
     p.add_argument("--variants", nargs="*", default=[],
                    help="more engine-argument sets to time on the same data (accuracy and speed each)")
@@ -181,7 +183,32 @@ def main():
                               "particles_per_second": args.atoms_17k / s, "errors": big_err}
         print("17,000 atoms, %d particles: %.1f particles/s; angle %.2f deg" % (args.atoms_17k, args.atoms_17k / s,
                                                                                  big_err["angle_mean"]), flush=True)
+    if args.stream:
+        out["streaming"] = stream_run(model, modes, args.stream, os.path.join(tmp, "stream"), device, args)
+        print("streaming %d particles: %.1f particles/s, peak RSS of the alignment process %.2f GB"
+              % (args.stream, out["streaming"]["particles_per_second"], out["streaming"]["peak_rss_GB"]), flush=True)
     report(out, args.out)
+
+
+def stream_run(model, modes, n, folder, device, args):
+    """Align ``n`` particles in a child process (its peak RSS shows the memory bound of streaming)."""
+    import subprocess
+    truth = make_dataset(model, modes, n, folder, device, seed=7, batch=1000)
+    model.save(os.path.join(folder, "ref.npz"))
+    np.save(os.path.join(folder, "modes.npy"), modes)
+    cmd = [sys.executable, "-m", "cryoflex_scipion.engine", "hemnma", "--particles",
+           os.path.join(folder, "particles.star"), "--atoms", os.path.join(folder, "ref.npz"), "--modes",
+           os.path.join(folder, "modes.npy"), "--ctf-mode", "phase-flipped", "-o", os.path.join(folder, "out"),
+           "--device", args.device, "--batch-size", str(args.batch_size)] + args.engine_args.split()
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    with np.load(os.path.join(folder, "out", "results.npz")) as r:
+        result = {k: r[k] for k in ("euler", "origin_A", "amplitudes", "cost")}
+    err = errors(truth, result, len(model))
+    return {"n_particles": n, "wall_s": seconds, "particles_per_second": n / seconds,
+            "peak_rss_GB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6,
+            "stack_GB": n * 128 * 128 * 4 / 1e9, "errors": err}
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def add_args(p):
                         "particles have CTF")
     p.add_argument("--size", type=int, default=128, help="working size, at most (default: 128 px)")
     p.add_argument("--search-size", type=int, default=48, help="global search size (default: 48 px)")
-    p.add_argument("--coarse-size", type=int, default=64, help="coarse refinement size; 0: none (default: 64)")
+    p.add_argument("--coarse-size", type=int, default=48, help="coarse refinement size; 0: none (default: 48)")
     p.add_argument("--angular-step", type=float, default=10.0, help="global search step in degrees")
     p.add_argument("--max-shift", type=float, default=5.0, help="global search shift range in A")
     p.add_argument("--starts", type=int, default=3, help="orientations refined per particle (default: 3)")
@@ -56,6 +56,9 @@ def add_args(p):
     p.add_argument("--amplitude-bound", type=float, default=None,
                    help="|amplitude| limit (default: 5 A RMS displacement per mode, i.e. 5 sqrt(atoms))")
     p.add_argument("--sigma", type=float, default=1.0, help="Gaussian width of the reference atoms in A")
+    p.add_argument("--coarse-model", default="residues", choices=["residues", "full"],
+                   help="model for the global search and coarse refinement: one bead per residue (fast), or all "
+                        "atoms (default: residues when residues hold several atoms)")
     p.add_argument("--local", action="store_true", help="no global search: refine from the particles' poses")
     p.add_argument("--use-input-poses", action="store_true", help="add the particles' poses as one more start")
     p.add_argument("--outlier-threshold", type=float, default=3.2,
@@ -108,6 +111,14 @@ def _load(args):
     return table, box, apix, model, modes[np.array(numbers) - 1], numbers, ctf_mode
 
 
+def _residue_groups(model):
+    """Bead index per atom, one bead per (chain, residue); None when that would not reduce the
+    model at least twofold (C-alpha or pseudoatomic references)."""
+    keys = np.char.add(np.char.add(model.chains.astype(str), ":"), model.resids.astype(str))
+    _, groups = np.unique(keys, return_inverse=True)
+    return groups if groups.max() + 1 <= len(model) // 2 else None
+
+
 def _batch_path(out, index):
     return os.path.join(out, "batches", "batch_%06d.npz" % index)
 
@@ -124,6 +135,8 @@ def _run_worker(args, worker, n_workers):
                                  screen_iterations=args.screen_iterations,
                                  amplitude_bound=args.amplitude_bound, ctf_mode=ctf_mode, local_only=args.local,
                                  search_levels=args.search_levels)
+    groups = _residue_groups(model) if args.coarse_model == "residues" else None
+    settings.coarse_groups = groups
     aligner = ElasticAligner(reference, box, apix, settings)
     n = len(table)
     batches = [b for b in range(worker, (n + args.batch_size - 1) // args.batch_size, n_workers)

@@ -37,7 +37,7 @@ __all__ = ["AlignmentSettings", "ElasticAligner"]
 class AlignmentSettings:
     working_size: int = 128          # px (images are Fourier-cropped to at most this)
     search_size: int = 48            # px for the global search
-    coarse_size: int = 64            # px for the coarse refinement (0: skip)
+    coarse_size: int = 48            # px for the coarse refinement (0: skip)
     angular_step: float = 10.0       # degrees, sphere grid and in-plane step of the global search
     max_shift: float = 5.0           # A, shift range of the global search
     starts: int = 3                  # distinct orientations refined from the global search
@@ -49,6 +49,8 @@ class AlignmentSettings:
     ctf_mode: str = CTF_FULL
     mask_margin: float = 1.2         # mask radius = margin x reference radius
     local_only: bool = False         # skip the global search: refine from the given poses
+    coarse_groups: object = None     # atom -> bead index (e.g. residues): a coarse-grained model for the
+                                     # global search and the coarse refinement; None: full model
 
 
 class ElasticAligner:
@@ -67,11 +69,13 @@ class ElasticAligner:
         if radius_a > 0.5 * self.box * self.apix:
             radius_a = 0.5 * self.box * self.apix
         self.radius_a = radius_a
+        self.coarse_reference = reference if settings.coarse_groups is None else \
+            reference.coarse_grained(settings.coarse_groups)
         n_atoms = reference.coords.shape[0]
         self.amplitude_bound = settings.amplitude_bound or 5.0 * math.sqrt(n_atoms)
         self.timings = {"search": 0.0, "coarse": 0.0, "fine": 0.0}
         self.bank = None if settings.local_only else TemplateBank(
-            reference, settings.angular_step, self.search_size, self.apix_search, radius_a / self.apix_search,
+            self.coarse_reference, settings.angular_step, self.search_size, self.apix_search, radius_a / self.apix_search,
             amplitudes=self._amplitude_grid())
 
     def _amplitude_grid(self):
@@ -150,7 +154,7 @@ class ElasticAligner:
             shift_c = shift * (self.apix_work / apix_c)
             if k > 1:  # screen every start briefly, keep the best one
                 rep = lambda t: t[:, None].expand(n, k, *t.shape[1:]).reshape(n * k, *t.shape[1:])  # noqa: E731
-                out = refine_poses(self.reference, rep(coarse), None if filt is None else rep(filt), mask,
+                out = refine_poses(self.coarse_reference, rep(coarse), None if filt is None else rep(filt), mask,
                                    rot.reshape(n * k, 3, 3), shift_c.reshape(n * k, 2), amp.reshape(n * k, -1),
                                    apix_c, min(s.screen_iterations, s.coarse_iterations), self.amplitude_bound)
                 best = out["correlation"].reshape(n, k).argmax(1)
@@ -161,7 +165,7 @@ class ElasticAligner:
                 rot, shift_c, amp = rot[:, 0], shift_c[:, 0], amp[:, 0]
                 remaining = s.coarse_iterations
             if remaining > 0:
-                out = refine_poses(self.reference, coarse, filt, mask, rot, shift_c, amp, apix_c, remaining,
+                out = refine_poses(self.coarse_reference, coarse, filt, mask, rot, shift_c, amp, apix_c, remaining,
                                    self.amplitude_bound)
                 rot, shift_c, amp = out["rotations"], out["shift_px"], out["amplitudes"]
             shift = shift_c * (apix_c / self.apix_work)

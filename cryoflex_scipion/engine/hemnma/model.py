@@ -28,6 +28,28 @@ class ElasticReference:
             raise ValueError("modes have shape %s but the reference has %d atoms"
                              % (tuple(self.modes.shape), self.coords.shape[0]))
 
+    def coarse_grained(self, groups):
+        """One bead per group of atoms (e.g. per residue): weight-averaged position and modes
+        (the deformation is linear, so bead motion is the mean atom motion), summed weight, and a
+        width that adds the group's radius of gyration to the atom width.  For the global search
+        and the coarse refinement, where the images are low-pass and the full model is wasted work.
+        """
+        groups = torch.as_tensor(groups, device=self.device, dtype=torch.long)
+        n_groups = int(groups.max()) + 1
+        w = self.weights
+        wsum = torch.zeros(n_groups, device=self.device, dtype=self.dtype).index_add_(0, groups, w)
+        frac = w / wsum[groups]
+        centre = torch.zeros(n_groups, 3, device=self.device, dtype=self.dtype).index_add_(
+            0, groups, self.coords * frac[:, None])
+        modes = torch.zeros(self.n_modes, n_groups, 3, device=self.device, dtype=self.dtype).index_add_(
+            1, groups, self.modes * frac[None, :, None])
+        spread = ((self.coords - centre[groups]) ** 2).sum(1) * frac
+        rg2 = torch.zeros(n_groups, device=self.device, dtype=self.dtype).index_add_(0, groups, spread) / 3.0
+        sigma = torch.sqrt(self.sigma ** 2 + rg2)
+        bead = ElasticReference(centre, wsum, modes, float(self.sigma), self.device, self.dtype)
+        bead.sigma = float(sigma.mean())  # one width for all beads: the mean residue size
+        return bead
+
     @property
     def n_modes(self):
         return self.modes.shape[0]

@@ -77,9 +77,14 @@ class _Problem:
 
 
 def refine_poses(reference, images, filters, mask, rot0, shift0, amp0, apix, iterations=10, amplitude_bound=None,
-                 chunk=None):
+                 chunk=None, tolerance=1e-7):
     """Refine (rotation, shift, amplitudes) of every particle; returns dict with rotations (N,3,3),
-    shift_px (N,2), amplitudes (N,M), correlation (N,)."""
+    shift_px (N,2), amplitudes (N,M), correlation (N,).
+
+    A particle stops early (and leaves the batch, so the others run faster) once an accepted
+    step lowers its cost by less than ``tolerance`` (absolute, on 2 - 2 corr), or its damping
+    has grown so large that steps no longer move it.
+    """
     if chunk is None:  # images per projection call: large on a GPU (throughput), small on a CPU (memory)
         chunk = 2048 if images.device.type == "cuda" else 256
     problem = _Problem(reference, images, filters, mask, rot0, shift0, amp0, apix, chunk)
@@ -87,28 +92,36 @@ def refine_poses(reference, images, filters, mask, rot0, shift0, amp0, apix, ite
     dev, dt = images.device, images.dtype
     theta = torch.zeros(n, p, dtype=dt, device=dev)
     lam = torch.full((n,), 1e-2, dtype=dt, device=dev)
-    index = torch.arange(n, device=dev)
     bound = None if amplitude_bound is None else torch.as_tensor(amplitude_bound, dtype=dt, device=dev)
-    res, jac = problem.jacobian(theta, index)
+    active = torch.arange(n, device=dev)
+    res, jac = problem.jacobian(theta, active)
     cost = (res * res).sum(1)
+    final_cost = cost.clone()
     for _ in range(iterations):
-        jtj = jac.transpose(1, 2) @ jac
-        jtr = (jac.transpose(1, 2) @ res[:, :, None])[..., 0]
+        if active.numel() == 0:
+            break
+        jt = jac.transpose(1, 2)
+        jtj = jt @ jac
+        jtr = (jt @ res[:, :, None])[..., 0]
         diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(1e-12)
-        system = jtj + lam[:, None, None] * torch.diag_embed(diag)
-        step = -torch.linalg.solve(system, jtr)
-        trial = theta + step
+        l = lam[active]
+        step = -torch.linalg.solve(jtj + l[:, None, None] * torch.diag_embed(diag), jtr)
+        trial = theta[active] + step
         if bound is not None:
-            amps = (amp0 + trial[:, 5:]).clamp(-bound, bound)
-            trial = torch.cat([trial[:, :5], amps - amp0], 1)
-        new_res, new_jac = problem.jacobian(trial, index)
+            a0 = amp0[active]
+            trial = torch.cat([trial[:, :5], (a0 + trial[:, 5:]).clamp(-bound, bound) - a0], 1)
+        new_res, new_jac = problem.jacobian(trial, active)
         new_cost = (new_res * new_res).sum(1)
         better = new_cost < cost
-        theta = torch.where(better[:, None], trial, theta)
+        gain = torch.where(better, cost - new_cost, torch.zeros_like(cost))
+        theta[active] = torch.where(better[:, None], trial, theta[active])
         res = torch.where(better[:, None], new_res, res)
         jac = torch.where(better[:, None, None], new_jac, jac)
         cost = torch.where(better, new_cost, cost)
-        lam = torch.where(better, lam * 0.3, lam * 4.0).clamp(1e-7, 1e7)
+        lam[active] = torch.where(better, l * 0.3, l * 4.0).clamp(1e-7, 1e7)
+        final_cost[active] = cost
+        keep = ~((better & (gain < tolerance)) | (lam[active] > 1e5))
+        active, res, jac, cost = active[keep], res[keep], jac[keep], cost[keep]
     rot = _rotvec_matrix(theta[:, :3]) @ rot0
     return {"rotations": rot, "shift_px": shift0 + theta[:, 3:5], "amplitudes": amp0 + theta[:, 5:],
-            "correlation": 1.0 - cost / 2.0}
+            "correlation": 1.0 - final_cost / 2.0}
