@@ -12,7 +12,8 @@ Dataset (Hamitouche & Jonic 2022, synthetic experiment):
   the noise variance before the CTF and half after;
 - 256 px at 0.325 A/px, then phase-flipped and Fourier-cropped to 128 px at 0.65 A/px.
 Model mismatch: the images are made with atom widths drawn in [0.8, 1.4] A per atom, the
-alignment uses 1.0 A for every atom.
+alignment uses 1.0 A for every atom.  The 17,000-atom reference (12 AdK copies) does not fit
+that box: its particles are made at 0.8 A/px and cropped to 128 px at 1.6 A/px.
 
 The aligner runs through the engine command (`hemnma`, stack read from disk, STAR written), and
 its results are compared with the ground truth: mean absolute amplitude error per mode, angular
@@ -50,12 +51,15 @@ PAPER = {"amplitude_mae": [5.7, 6.2, 7.8], "amplitude_mae_mean": 6.6, "angle_mea
          "shift_x": 0.2, "shift_y": 0.2}
 
 
-def make_dataset(model, modes, n, folder, device, seed=0, batch=250):
+def make_dataset(model, modes, n, folder, device, seed=0, batch=250, apix_big=0.325):
+    """Simulate at 256 px (``apix_big``), phase-flip and crop to 128 px (2 x ``apix_big``); see the module
+    docstring.  Returns the ground truth."""
+    apix = 2 * apix_big
     rng = np.random.default_rng(seed)
     r = rng.uniform(0, 1, n)
     amps = np.stack([-200 * r, 200 * np.sin(np.pi * r), 200 * np.cos(np.pi * r)], -1)
     euler = g.matrix_to_euler(g.random_rotations(n, torch.Generator().manual_seed(seed)).numpy())
-    origin_big = rng.uniform(-5, 5, (n, 2)) * 0.325          # A, +/-5 px at 256 px
+    origin_big = rng.uniform(-5, 5, (n, 2)) * apix_big          # A, +/-5 px at 256 px
     sigma_atoms = torch.as_tensor(rng.uniform(0.8, 1.4, len(model)), device=device, dtype=torch.float32)
     ctf = CTFParams(defocus_u=np.full(n, 5000.0), defocus_v=np.full(n, 5000.0), defocus_angle=0.0,
                     voltage=200.0, cs=2.0, amplitude_contrast=0.1)
@@ -65,19 +69,19 @@ def make_dataset(model, modes, n, folder, device, seed=0, batch=250):
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     os.makedirs(folder, exist_ok=True)
     measured = []
-    with StackWriter(os.path.join(folder, "particles.mrcs"), n, 128, 0.65) as writer:
+    with StackWriter(os.path.join(folder, "particles.mrcs"), n, 128, apix) as writer:
         for s in range(0, n, batch):
             idx = np.arange(s, min(s + batch, n))
             rot = torch.as_tensor(g.euler_to_matrix(euler[idx]), device=device, dtype=torch.float32)
-            shift = torch.as_tensor(-origin_big[idx] / 0.325, device=device, dtype=torch.float32)
+            shift = torch.as_tensor(-origin_big[idx] / apix_big, device=device, dtype=torch.float32)
             xyz = deform(coords, vecs, torch.as_tensor(amps[idx], device=device, dtype=torch.float32))
-            proj = project_gaussians(xyz, w, sigma_atoms, rot, 256, 0.325, shifts_px=shift)
-            c = compute_ctf(ctf.subset(idx), 256, 0.325, n=len(idx), device=device)
+            proj = project_gaussians(xyz, w, sigma_atoms, rot, 256, apix_big, shifts_px=shift)
+            c = compute_ctf(ctf.subset(idx), 256, apix_big, n=len(idx), device=device)
             noisy, _, snr = add_noise(proj, c, 0.1, 0.5, gen)
             measured.append(snr.cpu().numpy())
             small = fourier_resize(phase_flip(noisy, c), 128)
             writer.write(small.cpu().numpy())
-    table = ParticleTable(np.full(n, "particles.mrcs"), np.arange(n), np.full(n, 0.65), np.full(n, 128),
+    table = ParticleTable(np.full(n, "particles.mrcs"), np.arange(n), np.full(n, apix), np.full(n, 128),
                           np.zeros((n, 3)), np.zeros((n, 2)), ctf, np.ones(n, dtype=np.int64), base_dir=folder)
     table.to_star(os.path.join(folder, "particles.star"))
     return {"euler": euler, "origin_A": origin_big, "amplitudes": amps, "snr": float(np.concatenate(measured).mean())}
@@ -173,7 +177,8 @@ def main():
         big = big_model(model)
         big_modes = compute_modes(big.coords, 9, "RTB", 8.0, blocks=rtb_blocks(big.chains, big.resids, 10)).vectors[6:9]
         folder = os.path.join(tmp, "big")
-        big_truth = make_dataset(big, big_modes, args.atoms_17k, folder, device, seed=3)
+        # 12 AdK copies span about 170 A: 256 px at 0.8 A/px, cropped to 128 px at 1.6 A/px.
+        big_truth = make_dataset(big, big_modes, args.atoms_17k, folder, device, seed=3, apix_big=0.8)
         big.save(os.path.join(folder, "ref.npz"))
         np.save(os.path.join(folder, "modes.npy"), big_modes)
         r, s, _ = run_alignment(folder, os.path.join(folder, "ref.npz"), os.path.join(folder, "modes.npy"),
@@ -203,11 +208,13 @@ def stream_run(model, modes, n, folder, device, args):
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
+    engine = json.load(open(os.path.join(folder, "out", "summary.json")))
     with np.load(os.path.join(folder, "out", "results.npz")) as r:
         result = {k: r[k] for k in ("euler", "origin_A", "amplitudes", "cost")}
     err = errors(truth, result, len(model))
     return {"n_particles": n, "wall_s": seconds, "particles_per_second": n / seconds,
-            "peak_rss_GB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6,
+            "peak_rss_GB": engine["peak_rss_GB"],
+            "peak_rss_descendants_GB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0 ** 2,
             "stack_GB": n * 128 * 128 * 4 / 1e9, "errors": err}
 
 

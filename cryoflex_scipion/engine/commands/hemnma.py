@@ -166,7 +166,10 @@ def _run_worker(args, worker, n_workers):
         os.replace(path + ".tmp.npz", path)  # a batch file exists only when complete
         progress.update(len(pos))
     source.close()
-    log("stage times (s): " + ", ".join("%s %.1f" % kv for kv in aligner.timings.items()))
+    import resource
+    log("stage times (s): %s; peak host memory %.2f GB" % (
+        ", ".join("%s %.1f" % kv for kv in aligner.timings.items()),
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 ** 2))
     return progress.elapsed(), device_name(device)
 
 
@@ -214,7 +217,10 @@ def main(args):
     out_table.to_star(os.path.join(args.out, "particles.star"), relative_to=args.out)
     np.savez(os.path.join(args.out, "results.npz"), mode_numbers=np.array(numbers), mahalanobis=dist,
              outlier=outlier, **res)
+    import resource
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 ** 2
     summary = {"command": "hemnma", "n_particles": len(table), "box": box, "apix": apix, "modes": numbers,
+               "peak_rss_GB": peak_gb,
                "n_atoms": len(model), "ctf_mode": ctf_mode, "device": device, "seconds": seconds,
                "particles_per_second": len(table) / max(seconds, 1e-9),
                "cost_mean": float(res["cost"].mean()), "outliers": int(outlier.sum()),
