@@ -40,6 +40,9 @@ def select_device(name, threads=0):
     if name == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
+        # cuFFT keeps a plan (with host memory) per distinct batch shape; batches that shrink as
+        # particles converge would otherwise fill a 4096-plan cache, gigabytes of host memory.
+        torch.backends.cuda.cufft_plan_cache.max_size = 32
         return torch.device("cuda")
     if name == "cuda":
         fail("--device cuda was requested but torch sees no GPU (CUDA_VISIBLE_DEVICES=%r, torch %s)"
