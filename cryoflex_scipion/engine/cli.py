@@ -9,7 +9,19 @@ import numpy as np
 import torch
 
 __all__ = ["add_common_args", "select_device", "device_name", "Progress", "write_summary",
-           "run_batches", "log", "fail"]
+           "run_batches", "log", "fail", "host_memory_gb"]
+
+
+def host_memory_gb():
+    """(current, peak) resident memory of this process in GB (Linux; zeros elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            status = fh.read()
+        rss = int(status.split("VmRSS:")[1].split()[0]) / 1024.0 ** 2
+        hwm = int(status.split("VmHWM:")[1].split()[0]) / 1024.0 ** 2
+        return rss, hwm
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0.0
 
 
 def log(msg):
@@ -59,7 +71,8 @@ def device_name(device):
 class Progress:
     """Progress lines with rate and time left, at most every ``every`` seconds."""
 
-    def __init__(self, total, label, unit="particles", every=10.0):
+    def __init__(self, total, label, unit="particles", every=None):
+        every = float(os.environ.get("CRYOFLEX_PROGRESS_SECONDS", 10.0)) if every is None else every
         self.total, self.label, self.unit, self.every = total, label, unit, every
         self.done = 0
         self.start = self._last = time.time()
@@ -78,9 +91,10 @@ class Progress:
     def line(self):
         rate = self.rate()
         left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        return "%s: %d/%d %s (%.0f%%), %.1f %s/s, %s left" % (
+        rss, _ = host_memory_gb()
+        return "%s: %d/%d %s (%.0f%%), %.1f %s/s, %s left, host memory %.2f GB" % (
             self.label, self.done, self.total, self.unit, 100.0 * self.done / max(self.total, 1),
-            rate, self.unit, "%.0f s" % left if math.isfinite(left) else "?")
+            rate, self.unit, "%.0f s" % left if math.isfinite(left) else "?", rss)
 
     def elapsed(self):
         return time.time() - self.start
