@@ -3,10 +3,10 @@
     python -m cryoflex_scipion.demo [--workdir cryoflex-demo] [--particles 2000]
 
 Steps: import the adenylate kinase model (1AKE chain A) -> normal modes (RTB
-on all heavy atoms) -> simulate particles deformed along the first two
-non-rigid modes, with CTF and noise -> reconstruct them with their known
-poses and compare with the map of the undeformed model.  Later CryoFlex
-protocols join the chain here.
+on all heavy atoms) -> simulate particles deformed along modes 7-9, with CTF
+and noise -> reconstruct them with their known poses and compare with the map
+of the undeformed model -> HEMNMA elastic alignment of the particles, scored
+against the ground truth.  Later CryoFlex protocols join the chain here.
 
 Outside a Scipion installation the demo makes its own Scipion environment in
 ``<workdir>/scipion`` (no Scipion set-up needed).  Inside one (``scipion3
@@ -29,10 +29,10 @@ def _parse(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="cryoflex-demo", help="folder for the demo's Scipion data (default: %(default)s)")
     p.add_argument("--project", default="cryoflex_demo", help="project name (replaced if it exists)")
-    p.add_argument("--particles", type=int, default=2000)
+    p.add_argument("--particles", type=int, default=250)
     p.add_argument("--box", type=int, default=64)
-    p.add_argument("--apix", type=float, default=2.0)
-    p.add_argument("--snr", type=float, default=0.1)
+    p.add_argument("--apix", type=float, default=1.5)
+    p.add_argument("--snr", type=float, default=0.3)
     p.add_argument("--gpu", action="store_true", help="let protocols use GPU 0 (default: CPU)")
     return p.parse_args(argv)
 
@@ -67,7 +67,8 @@ def main(argv=None):
     from pwem.protocols import ProtImportPdb
     from pyworkflow.project import Manager
 
-    from .protocols import ProtCryoFlexNMA, ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
+    from .protocols import (ProtCryoFlexElasticAlign, ProtCryoFlexNMA, ProtCryoFlexReconstruct,
+                            ProtCryoFlexSimulateParticles)
 
     print("CryoFlex demo: Scipion project '%s' in %s" % (args.project, pw.Config.SCIPION_USER_DATA))
     project = sandbox.create_project(args.project)
@@ -75,20 +76,26 @@ def main(argv=None):
     t0 = time.time()
 
     imp = runner.run(ProtImportPdb, "import AdK model", inputPdbData=1, pdbFile=MODEL)
-    nma = sim = rec = None
+    nma = sim = rec = hem = None
     if imp:
         nma = runner.run(ProtCryoFlexNMA, "normal modes (RTB)", setup=lambda p: p.inputStructure.set(imp.outputPdb),
                          atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=20)
     if nma:
         sim = runner.run(ProtCryoFlexSimulateParticles, "simulate particles",
-                         setup=lambda p: p.inputModes.set(nma.outputModes), conformations=1,
-                         modeList="7-8", amplitudes="100", nParticles=args.particles, boxSize=args.box,
+                         setup=lambda p: p.inputModes.set(nma.outputModes), conformations=1, modeList="7-9",
+                         amplitudeDistribution=1, amplitudes="150", nParticles=args.particles, boxSize=args.box,
                          samplingRate=args.apix, snr=args.snr, maxShift=4.0, defocusMin=8000.0, defocusMax=20000.0)
     if sim:
         def link(p):
             p.inputParticles.set(sim.outputParticles)
             p.referenceVolume.set(sim.outputVolume)
         rec = runner.run(ProtCryoFlexReconstruct, "reconstruct (known poses)", setup=link)
+
+        def link_modes(p):
+            p.inputParticles.set(sim.outputParticles)
+            p.inputModes.set(nma.outputModes)
+        hem = runner.run(ProtCryoFlexElasticAlign, "elastic alignment (HEMNMA)", setup=link_modes, modeList="7-9",
+                         workingSize=args.box, maxShift=5.0)
 
     # The project must reopen from disk with its registered outputs.
     reopened = Manager().loadProject(args.project)
@@ -103,15 +110,22 @@ def main(argv=None):
                           s["n_enabled"], s["seconds"]))
     if sim:
         s = sim.readEngineSummary()
-        print("  simulated %d particles along modes 7-8 (amplitude std 100, RMS displacement %.1f A), %d px at "
-              "%.2f A/px, SNR %.3g (measured %.3g), %.0f particles/s"
-              % (s["n_particles"], 100 * np.sqrt(2.0 / s["n_atoms"]), s["box"], s["apix"], s["snr_requested"],
+        print("  simulated %d particles along modes 7-9 (amplitudes uniform in +/-150: up to %.1f A RMS per mode), "
+              "%d px at %.2f A/px, SNR %.3g (measured %.3g), %.0f particles/s"
+              % (s["n_particles"], 150 / np.sqrt(s["n_atoms"]), s["box"], s["apix"], s["snr_requested"],
                  s["snr_measured_mean"], s["particles_per_second"]))
     if rec:
         s = rec.readEngineSummary()
         print("  reconstruction: half-map FSC 0.143 at %.2f A; FSC 0.5 against the undeformed model's map at %.2f A "
               "(Nyquist %.2f A; the motion blurs it), %.0f particles/s"
               % (s["resolution_0.143_A"], s["reference_resolution_0.5_A"], 2 * s["apix"], s["particles_per_second"]))
+    if hem:
+        err = _hemnma_errors(sim.outputParticles, hem.outputParticles)
+        s = hem.readEngineSummary()
+        print("  HEMNMA on %s: %.1f particles/s; errors against the ground truth: angle %.2f deg (mean), amplitude "
+              "MAE %s (zero-amplitude baseline %.0f; %.2f A RMSD), shift %.2f A"
+              % (s["device"], s["particles_per_second"], err["angle"], err["amplitude"], err["baseline"],
+                 err["rmsd"], err["shift"]))
     print("  project reopened: %d runs, %d registered outputs, total %.0f s" % (len(runs), outputs, time.time() - t0))
     print("\nOpen it in the Scipion GUI:")
     if own_environment:
@@ -123,6 +137,29 @@ def main(argv=None):
         print("\nFAILED: %s" % ", ".join(runner.failed))
         return 1
     return 0
+
+
+def _hemnma_errors(simulated, aligned):
+    """Mean errors of the HEMNMA results against the simulation's ground truth."""
+    from .constants import GT_AMPLITUDES, GT_ANGLES, GT_ORIGIN
+    from .convert import pose_from_matrices
+    from .engine.core.geometry import angular_distance, euler_to_matrix
+    truth = {p.getObjId(): (np.array(list(getattr(p, GT_AMPLITUDES)), float), np.array(list(getattr(p, GT_ANGLES)), float),
+                            np.array(list(getattr(p, GT_ORIGIN)), float)) for p in simulated.iterItems()}
+    apix = aligned.getSamplingRate()
+    amp, ang, shift, base = [], [], [], []
+    n_atoms = int(aligned.getFlexInfo().getAttr("nAtoms"))
+    for p in aligned.iterItems():
+        q, e, o = truth[p.getObjId()]
+        euler, origin = pose_from_matrices(p.getTransform().getMatrix()[None])
+        amp.append(np.abs(p.getZFlex() - q))
+        base.append(np.abs(q))
+        ang.append(float(angular_distance(euler_to_matrix(euler[0]), euler_to_matrix(e))))
+        shift.append(np.abs(origin[0] * apix - o))
+    amp = np.array(amp)
+    return {"angle": float(np.mean(ang)), "amplitude": np.round(amp.mean(0), 1).tolist(),
+            "baseline": float(np.mean(base)), "rmsd": float(np.mean(np.linalg.norm(amp, axis=1)) / np.sqrt(n_atoms)),
+            "shift": float(np.mean(shift))}
 
 
 if __name__ == "__main__":

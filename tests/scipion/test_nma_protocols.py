@@ -149,3 +149,43 @@ def test_disconnected_network_fails_with_the_reason(project, tmp_path):
     project.launchProtocol(prot, wait=True)
     assert prot.isFailed()
     assert "disconnected" in prot.getErrorMessage() and "B:" in prot.getErrorMessage()
+
+
+def test_elastic_alignment_protocol_recovers_ground_truth(project):
+    """NMA -> particles along modes 7-9 (raw images with CTF, SNR 1) -> HEMNMA protocol -> errors vs truth."""
+    from cryoflex_scipion.constants import FLEX_NMA, GT_AMPLITUDES, GT_ANGLES, GT_ORIGIN
+    from cryoflex_scipion.engine.core import geometry as g
+    from cryoflex_scipion.protocols import ProtCryoFlexElasticAlign, ProtCryoFlexSimulateParticles
+    nma = _nma(project, _import_model(project), atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=10)
+    sim = project.newProtocol(ProtCryoFlexSimulateParticles, conformations=1, modeList="7-9",
+                              amplitudeDistribution=1, amplitudes="150", nParticles=16, boxSize=64,
+                              samplingRate=1.3, snr=1.0, maxShift=3.0, defocusMin=8000.0, defocusMax=12000.0, seed=4)
+    sim.inputModes.set(nma.outputModes)
+    launch(project, sim)
+    align = project.newProtocol(ProtCryoFlexElasticAlign, modeList="7-9", workingSize=64, maxShift=4.0,
+                                batchSize=16)
+    align.inputParticles.set(sim.outputParticles)
+    align.inputModes.set(nma.outputModes)
+    launch(project, align)
+    out = align.outputParticles
+    assert out.getSize() == 16 and out.getFlexInfo().getProgName() == FLEX_NMA
+    assert out.getFlexInfo().getAttr("modeNumbers") == "7,8,9"  # CsvList as stored by FlexInfo
+    truth = {p.getObjId(): (np.array(list(getattr(p, GT_AMPLITUDES)), dtype=float),
+                            np.array(list(getattr(p, GT_ANGLES)), dtype=float),
+                            np.array(list(getattr(p, GT_ORIGIN)), dtype=float))
+             for p in sim.outputParticles.iterItems()}
+    from cryoflex_scipion.convert import pose_from_matrices
+    amp_err, angles = [], []
+    for p in out.iterItems():
+        amps, eul, origin = truth[p.getObjId()]
+        z = p.getZFlex()
+        assert len(z) == 3 and np.allclose(np.fromstring(p._xmipp_nmaDisplacements.get(), sep=","), z)
+        amp_err.append(np.abs(z - amps))
+        e, _ = pose_from_matrices(p.getTransform().getMatrix()[None])
+        angles.append(float(g.angular_distance(g.euler_to_matrix(e[0]), g.euler_to_matrix(eul))))
+    amp_err, angles = np.array(amp_err), np.array(angles)
+    print("HEMNMA protocol: angle %.2f deg mean, amplitude MAE %s" % (angles.mean(), amp_err.mean(0).round(2)))
+    assert angles.mean() < 2.0 and amp_err.mean() < 15.0  # baseline (zero amplitudes) is about 75
+    s = align.readEngineSummary()
+    assert s["n_particles"] == 16 and "Mean cost" in align.summary()[1]
+    assert align.outputParticlesKept.getSize() == 16 - s["outliers"]

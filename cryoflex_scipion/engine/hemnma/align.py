@@ -36,7 +36,7 @@ __all__ = ["AlignmentSettings", "ElasticAligner"]
 @dataclass
 class AlignmentSettings:
     working_size: int = 128          # px (images are Fourier-cropped to at most this)
-    search_size: int = 48            # px for the global search
+    search_size: int = 48            # px for the global search (at most the working size)
     coarse_size: int = 48            # px for the coarse refinement (0: skip)
     angular_step: float = 10.0       # degrees, sphere grid and in-plane step of the global search
     max_shift: float = 5.0           # A, shift range of the global search
@@ -62,7 +62,7 @@ class ElasticAligner:
         self.device, self.dtype = reference.device, reference.dtype
         self.size = min(settings.working_size, self.box)
         self.apix_work = self.apix * self.box / self.size
-        self.search_size = min(settings.search_size, self.size)
+        self.search_size = min(settings.search_size or 48, self.size)
         self.apix_search = self.apix * self.box / self.search_size
         self.coarse_size = min(settings.coarse_size, self.size) if settings.coarse_size else 0
         radius_a = settings.mask_margin * reference.radius() + 2 * reference.sigma

@@ -1,0 +1,191 @@
+"""HEMNMA elastic 3D-to-2D alignment of particles against a normal-mode reference."""
+import os
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pwem.objects import SetOfParticlesFlex
+
+from ..constants import FLEX_NMA
+from ..convert import (atomstruct_to_npz, fill_flex_particles, modes_to_array, set_nma_flex_info,
+                       write_particles_star)
+from .base import CryoFlexProtocol
+from .protocol_simulate import parse_mode_list
+
+CTF_MODES = ["raw images (CTF)", "phase-flipped images", "no CTF (corrected or absent)"]
+CTF_ARGS = ["full", "phase-flipped", "none"]
+
+
+class ProtCryoFlexElasticAlign(CryoFlexProtocol):
+    """HEMNMA: for every particle, the normal-mode amplitudes, angles and shifts that best match the
+    image with a CTF-modulated projection of the elastically deformed reference. Global search over
+    orientations and deformations, then joint Levenberg-Marquardt refinement, coarse to fine, batched
+    on one or several GPUs (or the CPU). Outputs particles with flexibility information (zFlex =
+    amplitudes) and their new alignment.
+    """
+    _label = "elastic alignment (HEMNMA)"
+    _engineCommand = "hemnma"
+    _possibleOutputs = {"outputParticles": SetOfParticlesFlex}
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles", label="Particles")
+        form.addParam("ctfMode", params.EnumParam, default=0, choices=CTF_MODES, label="Images are",
+                      help="Raw images are compared with CTF-modulated projections; phase-flipped ones with "
+                           "|CTF|-modulated projections; CTF-corrected ones with plain projections.")
+        form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes", label="Normal modes",
+                      help="Modes and their reference structure (atoms or pseudoatoms).")
+        form.addParam("modeList", params.StringParam, default="",
+                      label="Modes to use", help="e.g. '7-9'. Empty: the enabled modes of the set.")
+        form.addSection(label="Search")
+        form.addParam("workingSize", params.IntParam, default=128, validators=[params.GE(16)],
+                      label="Working image size (px)",
+                      help="Particles are Fourier-cropped (anti-aliased) to at most this size, as HEMNMA recommends.")
+        form.addParam("angularStep", params.FloatParam, default=10.0, validators=[params.Range(1, 45)],
+                      label="Global search step (deg)")
+        form.addParam("maxShift", params.FloatParam, default=5.0, validators=[params.GE(0)],
+                      label="Shift range (A)", help="Shifts searched within +/- this.")
+        form.addParam("amplitudeBound", params.FloatParam, default=0.0, validators=[params.GE(0)],
+                      label="Amplitude bound", help="|amplitude| limit per mode; 0: 5 A RMS displacement per mode.")
+        form.addParam("useInputAlignment", params.EnumParam, default=0,
+                      choices=["global search only", "input alignment as one more start", "refine input alignment only"],
+                      label="Input alignment", help="How an existing projection alignment of the particles is used.")
+        form.addParam("starts", params.IntParam, default=3, expertLevel=params.LEVEL_ADVANCED, label="Starts",
+                      help="Distinct orientations from the global search refined per particle.")
+        form.addParam("searchLevels", params.IntParam, default=3, expertLevel=params.LEVEL_ADVANCED,
+                      label="Amplitude levels in the search", help="Deformations tried per mode in the global search.")
+        form.addParam("coarseIterations", params.IntParam, default=10, expertLevel=params.LEVEL_ADVANCED,
+                      label="Coarse iterations")
+        form.addParam("fineIterations", params.IntParam, default=8, expertLevel=params.LEVEL_ADVANCED,
+                      label="Fine iterations")
+        form.addParam("atomSigma", params.FloatParam, default=1.0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Atom width (A)", help="Gaussian width of the reference atoms.")
+        form.addSection(label="Outliers")
+        form.addParam("outlierThreshold", params.FloatParam, default=3.2, validators=[params.GE(0)],
+                      label="Mahalanobis threshold", help="Particles whose amplitudes lie further than this "
+                                                          "from the mean are flagged (the DeepHEMNMA paper used 3.2); 0: none.")
+        form.addParam("outputKept", params.BooleanParam, default=True, label="Also output the kept subset?")
+        self._addBatchParam(form, default=256)
+        self._addGpuParams(form)
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep)
+        self._insertFunctionStep(self.alignStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    def _modeNumbers(self):
+        return parse_mode_list(self.modeList.get())
+
+    def convertInputStep(self):
+        write_particles_star(self.inputParticles.get(), self._enginePath("particles.star"),
+                             use_alignment=self.useInputAlignment.get() > 0, use_ctf=self.ctfMode.get() < 2)
+        modes = self.inputModes.get()
+        vectors, numbers = modes_to_array(modes, numbers=self._modeNumbers())
+        np.save(self._enginePath("modes.npy"), vectors)
+        np.save(self._enginePath("mode_numbers.npy"), np.array(numbers))
+        model = atomstruct_to_npz(modes.getPdb(), self._enginePath("reference.npz"), "all")
+        if len(model) != vectors.shape[1]:
+            raise ValueError("the modes have %d atoms but their reference structure has %d"
+                             % (vectors.shape[1], len(model)))
+
+    def alignStep(self):
+        args = ["--particles", self._enginePath("particles.star"), "--atoms", self._enginePath("reference.npz"),
+                "--modes", self._enginePath("modes.npy"), "-o", self._enginePath(), "--ctf-mode", CTF_ARGS[self.ctfMode.get()],
+                "--size", self.workingSize.get(), "--angular-step", self.angularStep.get(),
+                "--max-shift", self.maxShift.get(), "--starts", self.starts.get(),
+                "--search-levels", self.searchLevels.get(), "--coarse-iterations", self.coarseIterations.get(),
+                "--fine-iterations", self.fineIterations.get(), "--sigma", self.atomSigma.get(),
+                "--outlier-threshold", self.outlierThreshold.get(), "--batch-size", self.batchSize.get()]
+        if self.amplitudeBound.get() > 0:
+            args += ["--amplitude-bound", self.amplitudeBound.get()]
+        if self.useInputAlignment.get() == 1:
+            args.append("--use-input-poses")
+        elif self.useInputAlignment.get() == 2:
+            args.append("--local")
+        if self._useGpuNow() and len(self.getGpuList()) > 1:
+            args += ["--gpus", "all"]  # one worker per GPU given to this run (also through a queue)
+        self.runEngine(args)
+
+    def createOutputStep(self):
+        parts = self.inputParticles.get()
+        with np.load(self._enginePath("results.npz")) as r:
+            res = {k: r[k] for k in r.files}
+        numbers = np.load(self._enginePath("mode_numbers.npy"))
+        reference = os.path.abspath(self.inputModes.get().getPdb().getFileName())
+        flex = SetOfParticlesFlex(filename=self._getPath("particles_flex.sqlite"), progName=FLEX_NMA)
+        fill_flex_particles(flex, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
+                            res["mahalanobis"])
+        n_atoms = np.load(self._enginePath("modes.npy"), mmap_mode="r").shape[1]
+        set_nma_flex_info(flex, numbers, os.path.abspath(self._enginePath("modes.npy")), reference, n_atoms)
+        outputs = {"outputParticles": flex}
+        if self.outputKept.get() and self.outlierThreshold.get() > 0:
+            kept = SetOfParticlesFlex(filename=self._getPath("particles_flex_kept.sqlite"), progName=FLEX_NMA)
+            fill_flex_particles(kept, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
+                                res["mahalanobis"], keep=~res["outlier"])
+            set_nma_flex_info(kept, numbers, os.path.abspath(self._enginePath("modes.npy")), reference, n_atoms)
+            outputs["outputParticlesKept"] = kept
+        self._defineOutputs(**outputs)
+        for out in outputs.values():
+            self._defineSourceRelation(self.inputParticles, out)
+            self._defineSourceRelation(self.inputModes, out)
+
+    # -- info ---------------------------------------------------------------------------
+    def _validate(self):
+        errors = self._validateParticles(self.inputParticles, needCtf=self.ctfMode.get() < 2,
+                                         needAlignment=self.useInputAlignment.get() > 0)
+        if not self._pointerIsSet(self.inputModes):
+            return errors + ["Select the normal modes."]
+        modes = self.inputModes.get()
+        pdb = modes.getPdb()
+        if pdb is None or not os.path.exists(pdb.getFileName() or ""):
+            return errors + ["The normal modes have no reference structure file."]
+        try:
+            numbers = self._modeNumbers()
+        except ValueError:
+            return errors + ["Modes to use: write ranges like '7-9, 12'."]
+        available = [m.getObjId() for m in modes.iterItems(orderBy="id")]
+        if numbers is not None:
+            missing = [n for n in numbers if n not in available]
+            if missing:
+                errors.append("Modes %s are not in the set (it has modes %d-%d)." % (missing, min(available),
+                                                                                       max(available)))
+        else:
+            enabled = [m.getObjId() for m in modes.iterItems(orderBy="id") if m.isEnabled()]
+            if not enabled:
+                errors.append("No mode of the set is enabled: give the modes to use.")
+        first = next(iter(modes.iterItems(orderBy="id")), None)
+        if first is not None and os.path.exists(first.getModeFile()):
+            with open(first.getModeFile()) as fh:
+                n_mode_atoms = sum(1 for line in fh if line.strip())
+            with open(pdb.getFileName()) as fh:
+                n_atoms = sum(1 for line in fh if line.startswith(("ATOM", "HETATM")))
+            if pdb.getFileName().lower().endswith(".pdb") and n_atoms != n_mode_atoms:
+                errors.append("The modes have %d atoms but their reference structure has %d."
+                              % (n_mode_atoms, n_atoms))
+        if self._pointerIsSet(self.inputParticles) and not errors:
+            parts = self.inputParticles.get()
+            box_a = parts.getXDim() * parts.getSamplingRate()
+            try:
+                from ..engine.core.atoms import read_atoms
+                model = read_atoms(pdb.getFileName())
+                radius = float(np.sqrt(((model.coords - model.center()) ** 2).sum(1)).max())
+                if radius > 0.5 * box_a:
+                    errors.append("The reference reaches %.0f A from its centre but the particles' box is %.0f A "
+                                  "wide: check the pixel size." % (radius, box_a))
+            except Exception as exc:
+                errors.append("Cannot read the reference structure: %s" % exc)
+        return errors
+
+    def _summary(self):
+        s = self.readEngineSummary()
+        if s is None:
+            return ["Not run yet."]
+        numbers = np.load(self._enginePath("mode_numbers.npy")).tolist()
+        return ["%d particles aligned on modes %s (%s), %.1f particles/s on %s"
+                % (s["n_particles"], numbers, s["ctf_mode"], s["particles_per_second"], s["device"]),
+                "Mean cost (1 - correlation): %.4f; outliers (Mahalanobis > %.1f): %d"
+                % (s["cost_mean"], s["outlier_threshold"], s["outliers"]),
+                "Amplitude mean %s, std %s" % (np.round(s["amplitude_mean"], 1).tolist(),
+                                               np.round(s["amplitude_std"], 1).tolist())]
+
+    def _citations(self):
+        return ["Jin2014", "Harastani2020"]
