@@ -21,10 +21,10 @@ run() {
   python3 -m cryoflex_scipion.engine hemnma --particles "$dir/particles.star" --atoms "$dir/ref.npz" \
     --modes "$dir/modes.npy" --ctf-mode phase-flipped -o "$dir/out" --batch-size 1024 --gpus all "$@"
 }
-start=$(date +%s.%N); run | grep -v "^hemnma" ; end=$(date +%s.%N)
-echo "all GPUs: $n particles in $(echo "$end - $start" | bc) s"
+start=$(date +%s); run | grep -v "^hemnma" ; end=$(date +%s)
+echo "all GPUs: $n particles in $((end - start)) s"
 ls "$dir"/out/batches/batch_*.npz | awk 'NR % 2 == 0' | xargs rm
 echo "removed $(( ( (n + 1023) / 1024 ) / 2 )) batch files; rerunning"
-start=$(date +%s.%N); run | grep -v "^hemnma" ; end=$(date +%s.%N)
-echo "resume: $(echo "$end - $start" | bc) s"
+start=$(date +%s); run | grep -v "^hemnma" ; end=$(date +%s)
+echo "resume: $((end - start)) s"
 python3 -c "import numpy as np; r = np.load('$dir/out/results.npz'); print('results', r['amplitudes'].shape)"
