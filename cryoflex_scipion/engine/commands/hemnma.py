@@ -17,7 +17,8 @@ import time
 import numpy as np
 import torch
 
-from ..cli import Progress, add_common_args, device_name, fail, log, run_batches, select_device, write_summary
+from ..cli import (Progress, add_common_args, device_name, fail, host_memory_gb, log, run_batches, select_device,
+                   write_summary)
 from ..core.atoms import read_atoms
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles
@@ -169,10 +170,8 @@ def _run_worker(args, worker, n_workers):
         os.replace(path + ".tmp.npz", path)  # a batch file exists only when complete
         progress.update(len(pos))
     source.close()
-    import resource
     log("stage times (s): %s; peak host memory %.2f GB" % (
-        ", ".join("%s %.1f" % kv for kv in aligner.timings.items()),
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 ** 2))
+        ", ".join("%s %.1f" % kv for kv in aligner.timings.items()), host_memory_gb()[1]))
     return progress.elapsed(), device_name(device)
 
 
@@ -220,8 +219,8 @@ def main(args):
     out_table.to_star(os.path.join(args.out, "particles.star"), relative_to=args.out)
     np.savez(os.path.join(args.out, "results.npz"), mode_numbers=np.array(numbers), mahalanobis=dist,
              outlier=outlier, **res)
-    import resource
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 ** 2
+    # VmHWM, not getrusage's ru_maxrss: the latter keeps the parent's peak across fork + exec.
+    peak_gb = host_memory_gb()[1]
     summary = {"command": "hemnma", "n_particles": len(table), "box": box, "apix": apix, "modes": numbers,
                "peak_rss_GB": peak_gb,
                "n_atoms": len(model), "ctf_mode": ctf_mode, "device": device, "seconds": seconds,
