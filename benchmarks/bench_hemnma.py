@@ -135,13 +135,20 @@ def main():
     p.add_argument("--engine-args", default="", help="extra arguments for the hemnma command")
     p.add_argument("--variants", nargs="*", default=[],
                    help="more engine-argument sets to time on the same data (accuracy and speed each)")
+    p.add_argument("--make-dataset", default=None, metavar="DIR",
+                   help="only write --n particles, ref.npz and modes.npy to DIR (for the profile scripts)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     device = torch.device(args.device)
-    tmp = tempfile.mkdtemp(prefix="cryoflex-hemnma-")
+    tmp = args.make_dataset or tempfile.mkdtemp(prefix="cryoflex-hemnma-")
     model = read_atoms(os.path.join(HERE, "data", "4akeA_heavy.npz"))
     modes = compute_modes(model.coords, 9, "RTB", 8.0, blocks=rtb_blocks(model.chains, model.resids, 10)).vectors[6:9]
     atoms_npz, modes_npy = os.path.join(tmp, "ref.npz"), os.path.join(tmp, "modes.npy")
+    if args.make_dataset:
+        model.save(atoms_npz)
+        np.save(modes_npy, modes)
+        make_dataset(model, modes, args.n, tmp, device, batch=1000)
+        return
     model.save(atoms_npz)
     np.save(modes_npy, modes)
     t = time.perf_counter()
