@@ -79,3 +79,46 @@ def test_local_refinement_from_perturbed_poses(adk_case):
     angle, amplitude, shift = _errors(out, {k: (v[:n] if k != "ctf" else v) for k, v in params.items()})
     assert angle.mean() < 0.3 * start.mean()
     assert amplitude.mean() < 10.0
+
+
+def test_command_rejects_bad_input(tmp_path, data_path):
+    """Clear one-line errors before any alignment work."""
+    import subprocess
+    import sys
+    from cryoflex_scipion.engine.core.io.mrc import StackWriter
+    from cryoflex_scipion.engine.core.io.particles import ParticleTable
+    from cryoflex_scipion.engine.core.ctf import CTFParams
+    model = read_atoms(os.path.join(DATA, "4akeA_alg_fixed.pdb"), "not hydrogen")
+    model.save(str(tmp_path / "ref.npz"))
+    np.save(tmp_path / "modes.npy", np.zeros((3, len(model), 3)))
+    np.save(tmp_path / "bad_modes.npy", np.zeros((3, 10, 3)))
+
+    def particles(name, box, apix, ctf=True, nan=False):
+        images = np.random.default_rng(0).standard_normal((4, box, box)).astype(np.float32)
+        if nan:
+            images[2, 5, 5] = np.nan
+        with StackWriter(str(tmp_path / (name + ".mrcs")), 4, box, apix) as w:
+            w.write(images)
+        table = ParticleTable(np.full(4, name + ".mrcs"), np.arange(4), np.full(4, apix), np.full(4, box),
+                              ctf=CTFParams(np.full(4, 1e4), np.full(4, 1e4)) if ctf else None,
+                              base_dir=str(tmp_path))
+        table.to_star(str(tmp_path / (name + ".star")))
+        return str(tmp_path / (name + ".star"))
+
+    def run(star, modes="modes.npy", *extra):
+        return subprocess.run([sys.executable, "-m", "cryoflex_scipion.engine", "hemnma", "--particles", star,
+                               "--atoms", str(tmp_path / "ref.npz"), "--modes", str(tmp_path / modes), "-o",
+                               str(tmp_path / "out"), "--device", "cpu"] + list(extra), capture_output=True, text=True)
+
+    good = particles("good", 64, 1.3)
+    cases = [
+        (run(good, "bad_modes.npy"), "the modes have 10 atoms"),
+        (run(particles("noctf", 64, 1.3, ctf=False)), "no CTF"),
+        (run(particles("small", 32, 1.0)), "inconsistent with the reference"),
+        (run(good, "modes.npy", "--mode-list", "2-5"), "mode(s) [4, 5]"),
+        (run(particles("nan", 64, 1.3, nan=True), "modes.npy", "--size", "16", "--angular-step", "45",
+             "--search-levels", "1", "--batch-size", "2"), "NaN"),
+    ]
+    for out, message in cases:
+        assert out.returncode == 2, out.stderr[-500:]
+        assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]

@@ -189,3 +189,21 @@ def test_elastic_alignment_protocol_recovers_ground_truth(project):
     s = align.readEngineSummary()
     assert s["n_particles"] == 16 and "Mean cost" in align.summary()[1]
     assert align.outputParticlesKept.getSize() == 16 - s["outliers"]
+
+
+def test_elastic_alignment_validation(project, data_path):
+    from pwem.protocols import ProtImportParticles
+    from cryoflex_scipion.protocols import ProtCryoFlexElasticAlign
+    nma = _nma(project, _import_model(project), numberOfModes=10)
+    imp = launch(project, project.newProtocol(ProtImportParticles, importFrom=0, filesPath=os.path.dirname(
+        data_path("relion31.mrcs")), filesPattern="relion31.mrcs", samplingRate=2.806))
+    prot = project.newProtocol(ProtCryoFlexElasticAlign, modeList="7-12")
+    prot.inputParticles.set(imp.outputParticles)
+    prot.inputModes.set(nma.outputModes)
+    errors = prot.validate()
+    assert any("CTF information is required" in e for e in errors)
+    assert any("Modes [11, 12] are not in the set" in e for e in errors)
+    prot = project.newProtocol(ProtCryoFlexElasticAlign, ctfMode=2, modeList="7-8", useInputAlignment=2)
+    prot.inputParticles.set(imp.outputParticles)
+    prot.inputModes.set(nma.outputModes)
+    assert any("projection alignment" in e for e in prot.validate())

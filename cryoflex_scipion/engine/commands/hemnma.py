@@ -40,8 +40,8 @@ def add_args(p):
     p.add_argument("--data-root", default=None)
     p.add_argument("--apix", type=float, default=None, help="override the particles' pixel size")
     p.add_argument("--ctf-mode", default="auto", choices=["auto", CTF_FULL, CTF_FLIPPED, CTF_NONE],
-                   help="images raw (full CTF), phase-flipped (|CTF|), or CTF-free; auto: full when the "
-                        "particles have CTF")
+                   help="images raw (full CTF), phase-flipped (|CTF|), or CTF-free/corrected; auto: full (the "
+                        "particles must then have CTF parameters)")
     p.add_argument("--size", type=int, default=128, help="working size, at most (default: 128 px)")
     p.add_argument("--search-size", type=int, default=48,
                    help="global search size in px, at most the working size (default: 48; smaller is faster "
@@ -101,9 +101,7 @@ def _load(args):
         fail("the modes have %d atoms but the reference %s has %d (selection %r)"
              % (modes.shape[1], args.atoms, len(model), args.selection))
     numbers = _mode_numbers(args.mode_list, len(modes))
-    ctf_mode = args.ctf_mode
-    if ctf_mode == "auto":
-        ctf_mode = CTF_FULL if table.has_ctf else CTF_NONE
+    ctf_mode = CTF_FULL if args.ctf_mode == "auto" else args.ctf_mode
     if ctf_mode != CTF_NONE and not table.has_ctf:
         fail("%s has no CTF parameters: give --ctf-mode none for CTF-free or CTF-corrected images" % args.particles)
     if (args.local or args.use_input_poses) and not table.has_pose:
@@ -153,7 +151,10 @@ def _run_worker(args, worker, n_workers):
     source = ImageSource(table, args.data_root)
     for b in batches:
         pos = np.arange(b * args.batch_size, min((b + 1) * args.batch_size, n))
-        images = source.read(pos)
+        try:
+            images = source.read(pos)
+        except MRCError as exc:
+            fail("%s; finished batches are kept, a rerun resumes after the images are fixed" % exc)
         results = {}
 
         def work(start, stop):  # a batch too large for the GPU is split, not lost
