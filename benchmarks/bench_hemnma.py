@@ -51,10 +51,10 @@ PAPER = {"amplitude_mae": [5.7, 6.2, 7.8], "amplitude_mae_mean": 6.6, "angle_mea
          "shift_x": 0.2, "shift_y": 0.2}
 
 
-def make_dataset(model, modes, n, folder, device, seed=0, batch=250, apix_big=0.325):
-    """Simulate at 256 px (``apix_big``), phase-flip and crop to 128 px (2 x ``apix_big``); see the module
-    docstring.  Returns the ground truth."""
-    apix = 2 * apix_big
+def make_dataset(model, modes, n, folder, device, seed=0, batch=250, apix_big=0.325, out_size=128):
+    """Simulate at 256 px (``apix_big``), phase-flip and crop to ``out_size`` (128 px: 2 x ``apix_big``); see
+    the module docstring.  Returns the ground truth (with the per-atom widths used)."""
+    apix = apix_big * 256 / out_size
     rng = np.random.default_rng(seed)
     r = rng.uniform(0, 1, n)
     amps = np.stack([-200 * r, 200 * np.sin(np.pi * r), 200 * np.cos(np.pi * r)], -1)
@@ -69,7 +69,7 @@ def make_dataset(model, modes, n, folder, device, seed=0, batch=250, apix_big=0.
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     os.makedirs(folder, exist_ok=True)
     measured = []
-    with StackWriter(os.path.join(folder, "particles.mrcs"), n, 128, apix) as writer:
+    with StackWriter(os.path.join(folder, "particles.mrcs"), n, out_size, apix) as writer:
         for s in range(0, n, batch):
             idx = np.arange(s, min(s + batch, n))
             rot = torch.as_tensor(g.euler_to_matrix(euler[idx]), device=device, dtype=torch.float32)
@@ -79,12 +79,13 @@ def make_dataset(model, modes, n, folder, device, seed=0, batch=250, apix_big=0.
             c = compute_ctf(ctf.subset(idx), 256, apix_big, n=len(idx), device=device)
             noisy, _, snr = add_noise(proj, c, 0.1, 0.5, gen)
             measured.append(snr.cpu().numpy())
-            small = fourier_resize(phase_flip(noisy, c), 128)
+            small = fourier_resize(phase_flip(noisy, c), out_size)
             writer.write(small.cpu().numpy())
-    table = ParticleTable(np.full(n, "particles.mrcs"), np.arange(n), np.full(n, apix), np.full(n, 128),
+    table = ParticleTable(np.full(n, "particles.mrcs"), np.arange(n), np.full(n, apix), np.full(n, out_size),
                           np.zeros((n, 3)), np.zeros((n, 2)), ctf, np.ones(n, dtype=np.int64), base_dir=folder)
     table.to_star(os.path.join(folder, "particles.star"))
-    return {"euler": euler, "origin_A": origin_big, "amplitudes": amps, "snr": float(np.concatenate(measured).mean())}
+    return {"euler": euler, "origin_A": origin_big, "amplitudes": amps, "snr": float(np.concatenate(measured).mean()),
+            "sigma_atoms": sigma_atoms.cpu().numpy(), "ctf": ctf}
 
 
 def errors(truth, result, n_atoms):

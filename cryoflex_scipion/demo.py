@@ -6,7 +6,9 @@ Steps: import the adenylate kinase model (1AKE chain A) -> normal modes (RTB
 on all heavy atoms) -> simulate particles deformed along modes 7-9, with CTF
 and noise -> reconstruct them with their known poses and compare with the map
 of the undeformed model -> HEMNMA elastic alignment of the particles, scored
-against the ground truth.  Later CryoFlex protocols join the chain here.
+against the ground truth -> conformational landscape (PCA of the amplitudes,
+k-means groups, a map and a centroid structure per group), saved as a plot.
+Later CryoFlex protocols join the chain here.
 
 Outside a Scipion installation the demo makes its own Scipion environment in
 ``<workdir>/scipion`` (no Scipion set-up needed).  Inside one (``scipion3
@@ -60,15 +62,16 @@ class _Runner:
 
 def main(argv=None):
     args = _parse(argv)
+    workdir = os.path.abspath(args.workdir)  # before the project becomes the working directory
     own_environment = not sandbox.is_configured()
     if own_environment:
-        sandbox.configure(os.path.join(os.path.abspath(args.workdir), "scipion"))
+        sandbox.configure(os.path.join(workdir, "scipion"))
     import pyworkflow as pw
     from pwem.protocols import ProtImportPdb
     from pyworkflow.project import Manager
 
-    from .protocols import (ProtCryoFlexElasticAlign, ProtCryoFlexNMA, ProtCryoFlexReconstruct,
-                            ProtCryoFlexSimulateParticles)
+    from .protocols import (ProtCryoFlexElasticAlign, ProtCryoFlexLandscape, ProtCryoFlexNMA,
+                            ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles)
 
     print("CryoFlex demo: Scipion project '%s' in %s" % (args.project, pw.Config.SCIPION_USER_DATA))
     project = sandbox.create_project(args.project)
@@ -76,7 +79,7 @@ def main(argv=None):
     t0 = time.time()
 
     imp = runner.run(ProtImportPdb, "import AdK model", inputPdbData=1, pdbFile=MODEL)
-    nma = sim = rec = hem = None
+    nma = sim = rec = hem = land = None
     if imp:
         nma = runner.run(ProtCryoFlexNMA, "normal modes (RTB)", setup=lambda p: p.inputStructure.set(imp.outputPdb),
                          atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=20)
@@ -96,6 +99,11 @@ def main(argv=None):
             p.inputModes.set(nma.outputModes)
         hem = runner.run(ProtCryoFlexElasticAlign, "elastic alignment (HEMNMA)", setup=link_modes, modeList="7-9",
                          workingSize=args.box, maxShift=5.0)
+    if hem:
+        def link_landscape(p):
+            p.inputParticles.set(hem.outputParticles)
+            p.inputModes.set(nma.outputModes)
+        land = runner.run(ProtCryoFlexLandscape, "conformational landscape", setup=link_landscape, k=3)
 
     # The project must reopen from disk with its registered outputs.
     reopened = Manager().loadProject(args.project)
@@ -126,6 +134,14 @@ def main(argv=None):
               "MAE %s (zero-amplitude baseline %.0f; %.2f A RMSD), shift %.2f A"
               % (s["device"], s["particles_per_second"], err["angle"], err["amplitude"], err["baseline"],
                  err["rmsd"], err["shift"]))
+    if land:
+        s = land.readEngineSummary()
+        plot = _landscape_plot(land, os.path.join(workdir, "landscape.png"))
+        print("  landscape: PCA explains %s of the amplitude variance; %d groups of %s particles, group maps at %s A "
+              "(half-map FSC 0.143); plot: %s" % (
+                  "/".join("%.0f%%" % (100 * v / sum(s["explained_variance"])) for v in s["explained_variance"]),
+                  s["n_groups"], s["group_sizes"], ", ".join("%.1f" % r for r in s["resolutions_0.143_A"] if r),
+                  plot))
     print("  project reopened: %d runs, %d registered outputs, total %.0f s" % (len(runs), outputs, time.time() - t0))
     print("\nOpen it in the Scipion GUI:")
     if own_environment:
@@ -137,6 +153,18 @@ def main(argv=None):
         print("\nFAILED: %s" % ", ".join(runner.failed))
         return 1
     return 0
+
+
+def _landscape_plot(protocol, path):
+    """The landscape coloured by group, as a PNG next to the demo's data."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from .viewers.plots import landscape_figure
+    result = np.load(protocol._enginePath("landscape.npz"))
+    fig = landscape_figure(result["reduced"], result["groups"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _hemnma_errors(simulated, aligned):

@@ -32,6 +32,7 @@ def fill_flex_particles(flex_set, input_set, euler, origin_A, amplitudes, cost, 
     zFlex = amplitudes and the cost; ``keep`` (bool per particle) selects a subset."""
     apix = input_set.getSamplingRate()
     flex_set.copyInfo(input_set)
+    flex_set.setHasCTF(input_set.hasCTF())  # copyInfo between different set classes leaves it out
     flex_set.setAlignment(ALIGN_PROJ)
     matrices = matrices_from_pose(euler, np.asarray(origin_A) / apix)
     for i, particle in enumerate(input_set.iterItems(orderBy="id")):

@@ -1,6 +1,7 @@
 """CryoFlex Scipion protocols (thin: validate, convert, run the engine, register outputs)."""
 from .base import CryoFlexProtocol  # noqa: F401
 from .protocol_elastic_align import ProtCryoFlexElasticAlign  # noqa: F401
+from .protocol_landscape import ProtCryoFlexLandscape  # noqa: F401
 from .protocol_nma import ProtCryoFlexNMA, ProtCryoFlexVolumeToPseudoatoms  # noqa: F401
 from .protocol_reconstruct import ProtCryoFlexReconstruct  # noqa: F401
 from .protocol_simulate import ProtCryoFlexSimulateParticles  # noqa: F401

@@ -44,8 +44,11 @@ class CryoFlexProtocol(EMProtocol):
 
     # -- paths ----------------------------------------------------------------
     def _enginePath(self, *names):
-        """Folder of the engine's inputs and outputs (inside this run's extra/)."""
-        return self._getExtraPath("engine", *names)
+        """Path in the folder of the engine's inputs and outputs (this run's extra/engine, created here)."""
+        folder = self._getExtraPath("engine")
+        if not os.path.isdir(folder) and os.path.isdir(self._getExtraPath()):
+            os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, *names)
 
     # -- engine launch --------------------------------------------------------
     def _useGpuNow(self):

@@ -1,2 +1,3 @@
 """Viewers of CryoFlex protocols (Scipion GUI)."""
-from .viewers import CryoFlexNMAViewer, CryoFlexReconstructViewer, CryoFlexSimulateViewer  # noqa: F401
+from .viewers import (CryoFlexLandscapeViewer, CryoFlexNMAViewer, CryoFlexReconstructViewer,  # noqa: F401
+                      CryoFlexSimulateViewer)

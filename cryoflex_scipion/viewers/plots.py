@@ -105,3 +105,38 @@ def modes_figure(table, threshold=None, fig=None):
     ax.set_ylabel("collectivity")
     ax.set_title("collectivity")
     return fig
+
+
+def landscape_figure(reduced, groups=None, colour=None, colour_label=None, fig=None):
+    """Density of the landscape with particles coloured by group (or by ``colour`` values, e.g. ground
+    truth); one panel for 2 dimensions, the three pairs of the first three axes otherwise."""
+    z = np.asarray(reduced)
+    dims = z.shape[1]
+    pairs = [(0, 1)] if dims == 2 else ([(0, 1), (0, 2), (1, 2)] if dims >= 3 else [])
+    fig = fig or _figure((5 * max(len(pairs), 1), 4.5))
+    if not pairs:  # one dimension: histogram per group
+        ax = fig.add_subplot(111)
+        if groups is not None and (groups >= 0).any():
+            for g in np.unique(groups[groups >= 0]):
+                ax.hist(z[groups == g, 0], bins=50, alpha=0.6, label="group %d" % (g + 1))
+            ax.legend(fontsize=7)
+        else:
+            ax.hist(z[:, 0], bins=100)
+        ax.set_xlabel("axis 1")
+        return fig
+    for i, (a, b) in enumerate(pairs):
+        ax = fig.add_subplot(1, len(pairs), i + 1)
+        if len(z) > 2000:  # density backdrop; with few particles the points say it all
+            ax.hexbin(z[:, a], z[:, b], gridsize=60, cmap="Greys", mincnt=1, bins="log")
+        if colour is not None:
+            sc = ax.scatter(z[:, a], z[:, b], c=colour, s=3, cmap="viridis", alpha=0.7)
+            fig.colorbar(sc, ax=ax, label=colour_label or "")
+        elif groups is not None and (groups >= 0).any():
+            ax.scatter(z[groups >= 0, a], z[groups >= 0, b], c=groups[groups >= 0], s=3, cmap="tab10", alpha=0.7)
+            for g in np.unique(groups[groups >= 0]):
+                c = z[groups == g].mean(0)
+                ax.text(c[a], c[b], str(g + 1), fontsize=9, weight="bold", ha="center", va="center")
+        ax.set_xlabel("axis %d" % (a + 1))
+        ax.set_ylabel("axis %d" % (b + 1))
+    fig.suptitle("conformational landscape")
+    return fig

@@ -6,8 +6,10 @@ import pyworkflow.protocol.params as params
 from pwem.viewers import ChimeraView, TableView
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
-from ..protocols import ProtCryoFlexNMA, ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
-from .plots import fsc_figure, gallery_figure, ground_truth_figure, modes_figure, read_csv_columns
+from ..constants import GT_AMPLITUDES, GT_FRAME
+from ..protocols import ProtCryoFlexLandscape, ProtCryoFlexNMA, ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
+from .plots import (fsc_figure, gallery_figure, ground_truth_figure, landscape_figure, modes_figure,
+                    read_csv_columns)
 
 
 class _FigureView:
@@ -147,6 +149,95 @@ class CryoFlexNMAViewer(ProtocolViewer):
             self.showError("No animation for mode %d (modes 7-%d have one)." % (mode, len(self._table()["mode"])))
             return []
         script = self.protocol._getExtraPath("animate_mode_%d.cxc" % mode)
+        with open(script, "w") as fh:
+            fh.write("open %s coordsets true\ncoordset #1 loop 20 bounce true\n" % os.path.abspath(path))
+        return [ChimeraView(script)]
+
+
+class CryoFlexLandscapeViewer(ProtocolViewer):
+    """The landscape (by group or by ground truth), group FSC curves, group maps and animations."""
+    _label = "viewer landscape"
+    _targets = [ProtCryoFlexLandscape]
+    _environments = [DESKTOP_TKINTER]
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("colourBy", params.EnumParam, default=0, choices=["group", "ground truth (simulations)"],
+                      label="Colour particles by")
+        form.addParam("showLandscape", params.LabelParam, label="Landscape")
+        form.addParam("showFsc", params.LabelParam, label="FSC of the group reconstructions")
+        form.addParam("showMaps", params.LabelParam, label="Group maps in ChimeraX")
+        form.addParam("axis", params.IntParam, default=1, label="Axis to animate (normal modes)")
+        form.addParam("showAnimation", params.LabelParam, label="Animation along the axis in ChimeraX")
+
+    def _getVisualizeDict(self):
+        return {"showLandscape": self._showLandscape, "showFsc": self._showFsc, "showMaps": self._showMaps,
+                "showAnimation": self._showAnimation}
+
+    def _ground_truth(self):
+        """First ground-truth amplitude, or the structure index, of simulated particles (else None)."""
+        values = []
+        for p in self.protocol.inputParticles.get().iterItems(orderBy="id"):
+            if hasattr(p, GT_AMPLITUDES):
+                values.append(float(list(getattr(p, GT_AMPLITUDES))[0]))
+            elif hasattr(p, GT_FRAME):
+                values.append(float(getattr(p, GT_FRAME).get()))
+            else:
+                return None
+        return np.array(values)
+
+    def _showLandscape(self, _=None):
+        result = np.load(self.protocol._enginePath("landscape.npz"))
+        reduced, groups = result["reduced"], result["groups"]
+        colour = label = None
+        if self.colourBy.get() == 1:
+            colour = self._ground_truth()
+            if colour is None:
+                self.showError("These particles carry no ground truth (only simulated particles do).")
+                return []
+            label = "ground truth"
+        return [_FigureView(lambda fig: landscape_figure(reduced, groups, colour, label, fig=fig),
+                            "CryoFlex landscape", figsize=(12 if reduced.shape[1] >= 3 else 6, 4.5))]
+
+    def _group_folders(self):
+        folders, g = [], 1
+        while os.path.isdir(self.protocol._enginePath("group_%d" % g)):
+            folders.append(self.protocol._enginePath("group_%d" % g))
+            g += 1
+        return folders
+
+    def _showFsc(self, _=None):
+        curves, labels, freqs = [], [], None
+        for i, folder in enumerate(self._group_folders()):
+            fn = os.path.join(folder, "fsc.csv")
+            if os.path.exists(fn):
+                cols = read_csv_columns(fn)
+                freqs = cols["frequency_1_per_A"]
+                curves.append(cols["fsc_half_maps"])
+                labels.append("group %d" % (i + 1))
+        if not curves:
+            self.showError("No group was reconstructed.")
+            return []
+        return [_FigureView(lambda fig: fsc_figure(freqs, curves, labels, title="half-map FSC per group", fig=fig),
+                            "CryoFlex group FSC")]
+
+    def _showMaps(self, _=None):
+        maps = [os.path.join(f, "map.mrc") for f in self._group_folders() if os.path.exists(os.path.join(f, "map.mrc"))]
+        if not maps:
+            self.showError("No group was reconstructed.")
+            return []
+        vols = self.protocol.outputVolumes
+        first = vols.getFirstItem()
+        script = chimerax_script(self.protocol._getExtraPath("show_groups.cxc"), maps, vols.getSamplingRate(),
+                                 first.getOrigin(force=True).getShifts())
+        return [ChimeraView(script)]
+
+    def _showAnimation(self, _=None):
+        path = self.protocol._enginePath("animations", "axis_%d.pdb" % self.axis.get())
+        if not os.path.exists(path):
+            self.showError("No animation for axis %d (animations need normal modes as input)." % self.axis.get())
+            return []
+        script = self.protocol._getExtraPath("animate_axis_%d.cxc" % self.axis.get())
         with open(script, "w") as fh:
             fh.write("open %s coordsets true\ncoordset #1 loop 20 bounce true\n" % os.path.abspath(path))
         return [ChimeraView(script)]

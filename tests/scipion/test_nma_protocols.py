@@ -207,3 +207,63 @@ def test_elastic_alignment_validation(project, data_path):
     prot.inputParticles.set(imp.outputParticles)
     prot.inputModes.set(nma.outputModes)
     assert any("projection alignment" in e for e in prot.validate())
+
+
+def test_landscape_protocol(project):
+    """HEMNMA amplitudes (refined from known poses) -> landscape: groups, maps, centroids, classes, viewer."""
+    from cryoflex_scipion.engine.core.atoms import read_atoms
+    from cryoflex_scipion.convert import modes_to_array
+    from cryoflex_scipion.protocols import (ProtCryoFlexElasticAlign, ProtCryoFlexLandscape,
+                                            ProtCryoFlexSimulateParticles)
+    nma = _nma(project, _import_model(project), atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=10)
+    sim = project.newProtocol(ProtCryoFlexSimulateParticles, conformations=1, modeList="7-8",
+                              amplitudeDistribution=1, amplitudes="250, 30", nParticles=60, boxSize=48,
+                              samplingRate=2.0, snr=2.0, maxShift=2.0, seed=9)
+    sim.inputModes.set(nma.outputModes)
+    launch(project, sim)
+    align = project.newProtocol(ProtCryoFlexElasticAlign, modeList="7-8", workingSize=48, useInputAlignment=2,
+                                outputKept=False, batchSize=60)
+    align.inputParticles.set(sim.outputParticles)
+    align.inputModes.set(nma.outputModes)
+    launch(project, align)
+    land = project.newProtocol(ProtCryoFlexLandscape, k=2, dims=2)
+    land.inputParticles.set(align.outputParticles)
+    land.inputModes.set(nma.outputModes)
+    launch(project, land)
+
+    features = np.array([p.getZFlex() for p in align.outputParticles.iterItems(orderBy="id")])
+    out = [(p.getZRed(), int(p._cryoflexGroup.get())) for p in land.outputParticles.iterItems(orderBy="id")]
+    reduced = np.array([z for z, _ in out])
+    groups = np.array([g for _, g in out])
+    assert reduced.shape == (60, 2) and set(groups) == {1, 2}
+    # PC1 follows mode 7 (amplitudes spread +/-250 against +/-30): the groups split along it.
+    assert abs(np.corrcoef(reduced[:, 0], features[:, 0])[0, 1]) > 0.99
+    assert max(reduced[groups == 1, 0]) < min(reduced[groups == 2, 0])
+    classes = land.outputClasses
+    assert classes.getSize() == 2
+    sizes = sorted(len(list(c.iterItems())) for c in classes.iterItems())
+    assert sizes == sorted([(groups == 1).sum(), (groups == 2).sum()])
+    assert land.outputVolumes.getSize() == 2
+    # Centroid structure = reference deformed by the group's mean amplitudes.
+    reference = read_atoms(nma.outputStructure.getFileName())
+    vectors, _ = modes_to_array(nma.outputModes, numbers=[7, 8])
+    for struct in land.outputStructures.iterItems():
+        g = struct.getObjId()
+        mean = features[groups == g].mean(0)
+        expected = reference.coords + np.einsum("m,mai->ai", mean, vectors)
+        assert np.allclose(read_atoms(struct.getFileName()).coords, expected, atol=2e-3)  # PDB precision
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from cryoflex_scipion.viewers import CryoFlexLandscapeViewer
+    viewer = CryoFlexLandscapeViewer(project=project)
+    viewer.setProtocol(land)
+    for colour_by in (0, 1):  # by group, and by the simulation's ground truth
+        viewer.colourBy.set(colour_by)
+        fig = Figure()
+        viewer._showLandscape()[0].draw(fig)
+        assert fig.axes
+    fig = Figure()
+    viewer._showFsc()[0].draw(fig)
+    assert len(fig.axes[0].get_lines()) == 2 + 2

@@ -10,4 +10,5 @@ COMMANDS = {
     "nma": "cryoflex_scipion.engine.commands.nma",
     "pseudoatoms": "cryoflex_scipion.engine.commands.pseudoatoms",
     "hemnma": "cryoflex_scipion.engine.commands.hemnma",
+    "landscape": "cryoflex_scipion.engine.commands.landscape",
 }

@@ -10,14 +10,13 @@ import os
 import numpy as np
 import torch
 
-from ..cli import Progress, add_common_args, device_name, fail, log, run_batches, select_device, write_summary
+from ..cli import Progress, add_common_args, device_name, fail, log, select_device, write_summary
 from ..core.fourier import fourier_resize
 from ..core.io.mrc import MRCError, read_map, write_map
 from ..core.io.particles import read_particles
 from ..core.io.star import StarError
-from ..core.io.stack import ImageSource
 from ..core.metrics import fsc, fsc_frequencies, resolution_at
-from ..core.reconstruction import Backprojector
+from ..core.reconstruct_stream import assign_halves, reconstruct_table
 
 
 def add_args(p):
@@ -28,6 +27,8 @@ def add_args(p):
     p.add_argument("--size", type=int, default=None,
                    help="reconstruct at this box size (Fourier-cropped, anti-aliased); default: the particles' box")
     p.add_argument("--no-ctf", action="store_true", help="ignore the CTF (images already corrected)")
+    p.add_argument("--ctf-mode", default="full", choices=["full", "phase-flipped"],
+                   help="raw images (CTF weights) or phase-flipped ones (|CTF| weights)")
     p.add_argument("--pad", type=float, default=2.0, help="Fourier padding factor (default: %(default)s)")
     p.add_argument("--wiener", default="fsc",
                    help="'fsc' (Wiener term from the half-map FSC) or a constant relative to the mean weight")
@@ -37,20 +38,6 @@ def add_args(p):
     p.add_argument("--origin", default=None,
                    help="x,y,z origin (A) written in the map headers; default: centred on the box")
     add_common_args(p, batch_size=256)
-
-
-def _halves(table, mode, seed):
-    n = len(table)
-    if mode in ("auto",) and "rlnRandomSubset" in table.extra:
-        subset = np.asarray(table.extra["rlnRandomSubset"]).astype(float).astype(np.int64)
-        if set(np.unique(subset)) <= {1, 2}:
-            return subset - 1
-    if mode == "alternate":
-        return np.arange(n) % 2
-    rng = np.random.default_rng(seed)
-    halves = np.zeros(n, dtype=np.int64)
-    halves[rng.permutation(n)[: n // 2]] = 1
-    return halves
 
 
 def main(args):
@@ -72,26 +59,14 @@ def main(args):
     work_apix = apix * box / size
     wiener = args.wiener if args.wiener == "fsc" else float(args.wiener)
     device = select_device(args.device, args.threads)
-    halves = _halves(table, args.halves, args.seed)
-    bp = Backprojector(size, work_apix, pad=args.pad, device=device)
-    log("reconstructing %d particles (%d px -> %d px, %.3f A/px) on %s"
-        % (len(table), box, size, work_apix, device_name(device)))
+    halves = assign_halves(table, args.halves, args.seed)
+    ctf_mode = args.ctf_mode if use_ctf else "none"
+    log("reconstructing %d particles (%d px -> %d px, %.3f A/px, CTF %s) on %s"
+        % (len(table), box, size, work_apix, ctf_mode, device_name(device)))
     progress = Progress(len(table), "reconstruct")
-    source = ImageSource(table, args.data_root)
-
-    def work(start, stop):
-        pos = np.arange(start, stop)
-        images = torch.as_tensor(source.read(pos), device=device)
-        if size != box:
-            images = fourier_resize(images, size)
-        ctf = table.ctf.subset(pos) if use_ctf else None
-        bp.insert(images, torch.as_tensor(table.rotations(pos)), torch.as_tensor(table.shifts_px(pos) * size / box),
-                  ctf, halves=halves[pos])
-        progress.update(len(pos))
-
-    used = run_batches(len(table), args.batch_size, work, device, "reconstruct")
-    source.close()
-    result = bp.reconstruct(wiener=wiener)
+    result = reconstruct_table(table, size=size, ctf_mode=ctf_mode, pad=args.pad, wiener=wiener, device=device,
+                               batch_size=args.batch_size, halves=halves, data_root=args.data_root, progress=progress)
+    used = result["batch_size"]
     origin = tuple(float(v) for v in args.origin.split(",")) if args.origin else (-(size // 2) * work_apix,) * 3
     os.makedirs(args.out, exist_ok=True)
     write_map(os.path.join(args.out, "map.mrc"), result["full_map"].cpu().numpy(), work_apix, origin)
@@ -103,7 +78,7 @@ def main(args):
     header = "frequency_1_per_A,fsc_half_maps"
     summary = {
         "command": "reconstruct", "n_particles": len(table), "box": box, "size": size, "apix": work_apix,
-        "ctf": use_ctf, "pad": args.pad, "wiener": args.wiener,
+        "ctf": use_ctf, "ctf_mode": ctf_mode, "pad": args.pad, "wiener": args.wiener,
         "particles_per_half": [int((halves == 0).sum()), int((halves == 1).sum())],
         "resolution_0.143_A": resolution_at(curve, size, work_apix, 0.143),
         "resolution_0.5_A": resolution_at(curve, size, work_apix, 0.5),

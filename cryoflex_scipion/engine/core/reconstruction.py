@@ -53,7 +53,7 @@ class Backprojector:
         # The kx = 0 line is inserted once here and once more by the symmetrisation.
         self._sample_weight = torch.where(kx[self._mask] == 0, 0.5, 1.0).to(dtype)
 
-    def insert(self, images, rotations, shifts_px=None, ctf_params=None, halves=None):
+    def insert(self, images, rotations, shifts_px=None, ctf_params=None, halves=None, ctf_absolute=False):
         """Add a batch of particles.
 
         Args:
@@ -62,6 +62,7 @@ class Backprojector:
             shifts_px: ``(N, 2)`` displacement of the content (``origin_to_shift``).
             ctf_params: :class:`CTFParams` for the batch, or None (no CTF).
             halves: ``(N,)`` half index of each particle (0 .. n_halves-1).
+            ctf_absolute: images are phase-flipped: weight with |CTF| instead of CTF.
         """
         n, size, p = images.shape[0], self.size, self.padded
         imgs = images.to(self.device, self.dtype)
@@ -74,6 +75,8 @@ class Backprojector:
         if ctf_params is not None:
             ctf = compute_ctf(ctf_params, p, self.apix, n=n, device=self.device, dtype=self.dtype)
             ctf = ctf[:, self._mask]
+            if ctf_absolute:
+                ctf = ctf.abs()
         else:
             ctf = torch.ones(n, spec.shape[1], dtype=self.dtype, device=self.device)
         rot = torch.as_tensor(rotations, device=self.device, dtype=self.dtype)

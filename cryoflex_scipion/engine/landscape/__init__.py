@@ -1,0 +1,1 @@
+"""Conformational landscapes: dimension reduction, grouping, group reconstructions and animations."""
