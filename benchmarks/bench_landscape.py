@@ -12,7 +12,6 @@ reference deformed by the mean true amplitudes of its members, made with the sam
 particles).  The same groups reconstructed from the true poses give the reference figure.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
