@@ -145,7 +145,7 @@ def main(argv=None):
     print("  project reopened: %d runs, %d registered outputs, total %.0f s" % (len(runs), outputs, time.time() - t0))
     print("\nOpen it in the Scipion GUI:")
     if own_environment:
-        print("  SCIPION_HOME=%s SCIPION_USER_DATA=%s SCIPION_DOMAIN=pwem \\\n    %s -m pyworkflow.apps.pw_project %s"
+        print("  SCIPION_HOME=%s SCIPION_USER_DATA=%s SCIPION_DOMAIN=pwem \\\n    %s -O -m pyworkflow.apps.pw_project %s"
               % (os.environ["SCIPION_HOME"], os.environ["SCIPION_USER_DATA"], sys.executable, args.project))
     else:
         print("  scipion3 project %s" % args.project)

@@ -60,12 +60,10 @@ class Plugin(pwem.Plugin):
 
     @classmethod
     def validateInstallation(cls):
-        missing = []
-        for module in ("torch", "mrcfile", "prody"):
-            try:
-                __import__(module)
-            except ImportError:
-                missing.append(module)
+        # find_spec, not import: the GUI runs Python with -O, where ProDy 2.6 fails to import (it
+        # is only imported by the protocols' own processes, which run without -O).
+        import importlib.util
+        missing = [m for m in ("torch", "mrcfile", "prody") if importlib.util.find_spec(m) is None]
         if missing:
             return ["CryoFlex needs the Python packages %s: pip install %s" % (", ".join(missing), " ".join(missing))]
         return []

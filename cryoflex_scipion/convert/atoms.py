@@ -3,7 +3,7 @@ import numpy as np
 
 from ..engine.core.atoms import read_atoms
 
-__all__ = ["atomstruct_file", "atomstruct_to_npz", "atomstructs_to_frames"]
+__all__ = ["atomstruct_file", "atomstruct_to_npz", "atomstructs_to_frames", "light_atoms"]
 
 
 def atomstruct_file(atom_struct):
@@ -40,3 +40,47 @@ def atomstructs_to_frames(atom_structs, path, selection="all", reference=None):
                          % (stack.shape[1], len(reference)))
     np.save(path, stack)
     return stack
+
+
+_BACKBONE = {"N", "CA", "C", "O"}
+
+
+def light_atoms(path, selection="all"):
+    """(names, elements, coords) of a PDB or mmCIF file without ProDy, for form validation.
+
+    The Scipion GUI runs Python with -O, where ProDy 2.6 cannot be imported, so protocols'
+    ``_validate`` uses this reader.  ``selection``: "all", "name CA", "backbone", "not hydrogen";
+    anything else returns None (the protocol checks it when it runs).
+    """
+    names, elements, coords = [], [], []
+    if path.lower().endswith((".cif", ".mmcif")):
+        columns, in_loop = [], False
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("_atom_site."):
+                    columns.append(line.split(".", 1)[1].strip())
+                    in_loop = True
+                elif in_loop and line.startswith(("ATOM", "HETATM")):
+                    tok = line.split()
+                    row = dict(zip(columns, tok))
+                    names.append(row.get("label_atom_id", row.get("auth_atom_id", "")).strip('"'))
+                    elements.append(row.get("type_symbol", names[-1][:1]))
+                    coords.append([float(row["Cartn_x"]), float(row["Cartn_y"]), float(row["Cartn_z"])])
+                elif in_loop and columns and not line.startswith(("_atom_site.", "ATOM", "HETATM")) and coords:
+                    break
+    else:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(("ATOM", "HETATM")):
+                    name = line[12:16].strip()
+                    names.append(name)
+                    element = line[76:78].strip() if len(line) >= 78 else ""
+                    elements.append(element or name[:1])
+                    coords.append([float(line[30:38]), float(line[38:46]), float(line[46:54])])
+    names, elements = np.array(names), np.char.upper(np.array(elements, dtype=str))
+    coords = np.array(coords, dtype=np.float64).reshape(-1, 3)
+    keep = {"all": np.ones(len(names), bool), "name CA": names == "CA",
+            "backbone": np.isin(names, list(_BACKBONE)), "not hydrogen": elements != "H"}.get(selection)
+    if keep is None:
+        return None
+    return names[keep], elements[keep], coords[keep]

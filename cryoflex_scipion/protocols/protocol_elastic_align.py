@@ -6,7 +6,7 @@ import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticlesFlex
 
 from ..constants import FLEX_NMA
-from ..convert import (atomstruct_to_npz, fill_flex_particles, modes_to_array, set_nma_flex_info,
+from ..convert import (atomstruct_to_npz, fill_flex_particles, light_atoms, modes_to_array, set_nma_flex_info,
                        write_particles_star)
 from .base import CryoFlexProtocol
 from .protocol_simulate import parse_mode_list
@@ -165,9 +165,8 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
             parts = self.inputParticles.get()
             box_a = parts.getXDim() * parts.getSamplingRate()
             try:
-                from ..engine.core.atoms import read_atoms
-                model = read_atoms(pdb.getFileName())
-                radius = float(np.sqrt(((model.coords - model.center()) ** 2).sum(1)).max())
+                _, _, coords = light_atoms(pdb.getFileName())
+                radius = float(np.sqrt(((coords - coords.mean(0)) ** 2).sum(1)).max())
                 if radius > 0.5 * box_a:
                     errors.append("The reference reaches %.0f A from its centre but the particles' box is %.0f A "
                                   "wide: check the pixel size." % (radius, box_a))

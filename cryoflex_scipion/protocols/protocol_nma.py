@@ -5,7 +5,7 @@ import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.objects import AtomStruct, SetOfNormalModes
 
-from ..convert import fill_normal_modes, volume_file, volume_from_mrc, volume_to_mrc
+from ..convert import fill_normal_modes, light_atoms, volume_file, volume_from_mrc, volume_to_mrc
 from .base import CryoFlexProtocol
 
 SELECTIONS = ["C-alpha", "backbone", "all heavy atoms", "custom"]
@@ -102,10 +102,14 @@ class ProtCryoFlexNMA(CryoFlexProtocol):
             return ["The structure's file is missing: %s" % fn]
         errors = []
         try:
-            from ..engine.core.atoms import read_atoms
-            n = len(read_atoms(fn, self._selection()))
-        except Exception as exc:  # ProDy parse problems, empty selections
-            return ["Atoms: %s" % exc]
+            atoms = light_atoms(fn, self._selection())
+        except (OSError, ValueError, IndexError) as exc:
+            return ["Atoms: cannot read %s (%s)" % (fn, exc)]
+        if atoms is None:  # a custom ProDy selection: checked when the protocol runs
+            return errors
+        n = len(atoms[0])
+        if n == 0:
+            return ["Atoms: the selection '%s' matches no atom of %s." % (self._selection(), fn)]
         if self.networkModel.get() == MODEL_RTB:
             dof = 6 * int(np.ceil(n / max(self.blockSize.get(), 1)))  # upper bound, checked exactly by the engine
         else:

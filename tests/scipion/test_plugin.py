@@ -108,3 +108,24 @@ def test_gpu_launch_is_queue_safe(project, monkeypatch):
     prot.runEngine(["--note", "100%"])
     program, args = calls[-1]
     assert "%(GPU)s" not in program and "--note 100% " in args and args.endswith("--device cpu")
+
+
+def test_gui_process_works_with_optimised_python(tmp_path):
+    """The Scipion GUI runs `python -O`, where ProDy 2.6 cannot be imported: installation checks and
+    form validation must not need it."""
+    model = os.path.join(os.path.dirname(cryoflex_scipion.__file__), "data", "adk_1ake_A.pdb")
+    code = """
+import sys
+from cryoflex_scipion import sandbox
+sandbox.configure(sys.argv[1])
+from pwem import Domain
+prots = [c for n, c in Domain.getProtocols().items() if c.__module__.startswith('cryoflex_scipion') and not c.isBase()]
+bad = [(c.__name__, c.validateInstallation()) for c in prots if c.validateInstallation()]
+from cryoflex_scipion.convert import light_atoms
+names, elements, coords = light_atoms(sys.argv[2], 'name CA')
+print(len(prots), bad, len(names), len(light_atoms(sys.argv[2], 'not hydrogen')[0]))
+"""
+    out = subprocess.run([sys.executable, "-O", "-c", code, str(tmp_path), model], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert "[]" in last and last.endswith("214 1661")
