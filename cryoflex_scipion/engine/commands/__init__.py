@@ -11,4 +11,5 @@ COMMANDS = {
     "pseudoatoms": "cryoflex_scipion.engine.commands.pseudoatoms",
     "hemnma": "cryoflex_scipion.engine.commands.hemnma",
     "landscape": "cryoflex_scipion.engine.commands.landscape",
+    "defmap": "cryoflex_scipion.engine.commands.defmap",
 }
