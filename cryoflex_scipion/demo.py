@@ -8,7 +8,8 @@ and noise -> reconstruct them with their known poses and compare with the map
 of the undeformed model -> HEMNMA elastic alignment of the particles, scored
 against the ground truth -> conformational landscape (PCA of the amplitudes,
 k-means groups, a map and a centroid structure per group), saved as a plot.
-Later CryoFlex protocols join the chain here.
+Then CryoTRANS: the map of the open AdK model (4AKE chain A) is morphed into
+a 7 A map of the closed model, and the generated map is scored against it.
 
 Outside a Scipion installation the demo makes its own Scipion environment in
 ``<workdir>/scipion`` (no Scipion set-up needed).  Inside one (``scipion3
@@ -24,6 +25,7 @@ import time
 from . import sandbox
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "adk_1ake_A.pdb")
+OPEN_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "adk_4ake_A.pdb")
 
 
 def _parse(argv):
@@ -70,8 +72,9 @@ def main(argv=None):
     from pwem.protocols import ProtImportPdb
     from pyworkflow.project import Manager
 
-    from .protocols import (ProtCryoFlexElasticAlign, ProtCryoFlexLandscape, ProtCryoFlexNMA,
-                            ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles)
+    from .protocols import (ProtCryoFlexCryoTrans, ProtCryoFlexElasticAlign, ProtCryoFlexLandscape,
+                            ProtCryoFlexModelToMap, ProtCryoFlexNMA, ProtCryoFlexReconstruct,
+                            ProtCryoFlexSimulateParticles)
 
     print("CryoFlex demo: Scipion project '%s' in %s" % (args.project, pw.Config.SCIPION_USER_DATA))
     project = sandbox.create_project(args.project)
@@ -104,6 +107,8 @@ def main(argv=None):
             p.inputParticles.set(hem.outputParticles)
             p.inputModes.set(nma.outputModes)
         land = runner.run(ProtCryoFlexLandscape, "conformational landscape", setup=link_landscape, k=3)
+
+    morph = _cryotrans(runner, imp, ProtImportPdb, ProtCryoFlexModelToMap, ProtCryoFlexCryoTrans)
 
     # The project must reopen from disk with its registered outputs.
     reopened = Manager().loadProject(args.project)
@@ -142,6 +147,13 @@ def main(argv=None):
                   "/".join("%.0f%%" % (100 * v / sum(s["explained_variance"])) for v in s["explained_variance"]),
                   s["n_groups"], s["group_sizes"], ", ".join("%.1f" % r for r in s["resolutions_0.143_A"] if r),
                   plot))
+    if morph:
+        s = morph.readEngineSummary()
+        m = s["model_fsc_0.5_A"]
+        print("  CryoTRANS (open -> closed at 7 A, %d^3 at %.1f A/px, %.0f s on %s): model-to-map FSC 0.5 against "
+              "1AKE: open map %.2f A, 7 A target %.2f A, generated map %.2f A; mean displacement %.1f A"
+              % (s["size"], s["apix"], s["train_seconds"], s["device"], m["initial"], m["target"], m["generated"],
+                 s["displacement_mean_A"]))
     print("  project reopened: %d runs, %d registered outputs, total %.0f s" % (len(runs), outputs, time.time() - t0))
     print("\nOpen it in the Scipion GUI:")
     if own_environment:
@@ -153,6 +165,28 @@ def main(argv=None):
         print("\nFAILED: %s" % ", ".join(runner.failed))
         return 1
     return 0
+
+
+def _cryotrans(runner, closed, ProtImportPdb, ProtCryoFlexModelToMap, ProtCryoFlexCryoTrans):
+    """Open AdK map -> 7 A closed map with CryoTRANS (40^3 voxels of 2 A: a minute on a CPU)."""
+    if not closed:
+        return None
+    opened = runner.run(ProtImportPdb, "import AdK open model", inputPdbData=1, pdbFile=OPEN_MODEL)
+    if not opened:
+        return None
+    f0 = runner.run(ProtCryoFlexModelToMap, "open map (4AKE)", setup=lambda p: p.inputStructure.set(opened.outputPdb),
+                    boxSize=40, samplingRate=2.0)
+    f1 = runner.run(ProtCryoFlexModelToMap, "closed map at 7 A (1AKE)",
+                    setup=lambda p: p.inputStructure.set(closed.outputPdb), boxSize=40, samplingRate=2.0,
+                    resolution=7.0)
+    if not (f0 and f1):
+        return None
+
+    def link(p):
+        p.inputVolume0.set(f0.outputVolume)
+        p.inputVolume1.set(f1.outputVolume)
+        p.referenceStructure.set(closed.outputPdb)
+    return runner.run(ProtCryoFlexCryoTrans, "cryotrans morph", setup=link, schedule="2:600,1:300")
 
 
 def _landscape_plot(protocol, path):

@@ -22,6 +22,7 @@ class CryoFlexProtocol(EMProtocol):
 
     _engineCommand = None
     _summaryName = "summary.json"
+    _engineUsesDevice = True  # False: a CPU command without --device (no GPU substitution)
     stepsExecutionMode = STEPS_SERIAL
 
     # -- form helpers -------------------------------------------------------
@@ -66,7 +67,9 @@ class CryoFlexProtocol(EMProtocol):
         os.makedirs(self._enginePath(), exist_ok=True)
         quoted = " ".join(shlex.quote(str(a)) for a in args)
         engine = Plugin.getEngineCommand(command)
-        if self._useGpuNow():
+        if not self._engineUsesDevice:
+            program, arguments = engine, quoted
+        elif self._useGpuNow():
             program = "CUDA_VISIBLE_DEVICES=%(GPU)s " + engine
             arguments = quoted.replace("%", "%%") + " --device auto"
         else:

@@ -140,3 +140,26 @@ def landscape_figure(reduced, groups=None, colour=None, colour_label=None, fig=N
         ax.set_ylabel("axis %d" % (b + 1))
     fig.suptitle("conformational landscape")
     return fig
+
+
+def loss_figure(columns, fig=None):
+    """CryoTRANS loss per iteration, one line per stage (W2 and L2 on their own axes), rigidity dotted."""
+    fig = fig or _figure((7, 4))
+    stages = np.asarray(columns["stage"], dtype=int)
+    kinds_w2 = np.isfinite(np.asarray(columns.get("w2", np.full(len(stages), np.nan)), dtype=float))
+    ax = fig.add_subplot(111)
+    offset = 0
+    for s in np.unique(stages):
+        sel = stages == s
+        it = np.asarray(columns["iteration"])[sel] + offset
+        ax.plot(it, np.asarray(columns["loss"])[sel], label="stage %d (%s, %d^3)" % (
+            s + 1, "W2" if kinds_w2[sel].any() else "L2", int(np.asarray(columns["grid"])[sel][0])))
+        if "rigidity" in columns and np.isfinite(np.asarray(columns["rigidity"])[sel]).any():
+            ax.plot(it, np.asarray(columns["rigidity"])[sel], ls=":", color=ax.lines[-1].get_color())
+        offset = it.max()
+    ax.set_xlabel("iteration (all stages)")
+    ax.set_ylabel("loss (W2: A^2 per unit mass; dotted: rigidity)")
+    ax.set_title("CryoTRANS training")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig

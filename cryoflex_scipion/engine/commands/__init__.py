@@ -12,4 +12,6 @@ COMMANDS = {
     "hemnma": "cryoflex_scipion.engine.commands.hemnma",
     "landscape": "cryoflex_scipion.engine.commands.landscape",
     "defmap": "cryoflex_scipion.engine.commands.defmap",
+    "modelmap": "cryoflex_scipion.engine.commands.modelmap",
+    "cryotrans": "cryoflex_scipion.engine.commands.cryotrans",
 }

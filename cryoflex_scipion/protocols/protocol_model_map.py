@@ -1,0 +1,76 @@
+"""Map of an atomic model (Gaussian atoms, low-passed), on a given grid or on another map's grid."""
+import pyworkflow.protocol.params as params
+from pwem.objects import Volume
+
+from ..convert import light_atoms, volume_from_mrc, volume_to_mrc
+from .base import CryoFlexProtocol
+
+
+class ProtCryoFlexModelToMap(CryoFlexProtocol):
+    """Map of an atomic model: Gaussian atoms weighted by their electrons, low-passed to a chosen resolution
+    (hard cut-off, so the map's FSC with the model ends there). Box and pixel size are given, or copied
+    from a reference map so that the model's map overlays it.
+    """
+    _label = "model to map"
+    _engineCommand = "modelmap"
+    _engineUsesDevice = False  # small CPU job
+    _possibleOutputs = {"outputVolume": Volume}
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", label="Atomic model")
+        form.addParam("referenceVolume", params.PointerParam, pointerClass="Volume", allowsNull=True,
+                      label="Grid of this map (optional)",
+                      help="Use the box, pixel size and origin of this map. Otherwise: box and pixel size below, "
+                           "with the model's coordinate origin at the box centre.")
+        form.addParam("boxSize", params.IntParam, default=64, validators=[params.GT(1)], label="Box (voxels)",
+                      condition="not referenceVolume")
+        form.addParam("samplingRate", params.FloatParam, default=2.0, validators=[params.GT(0)],
+                      label="Pixel size (A)", condition="not referenceVolume")
+        form.addParam("resolution", params.FloatParam, default=0.0, validators=[params.GE(0)],
+                      label="Resolution (A)", help="Low-pass to this resolution; 0: no filter (Nyquist).")
+        form.addParam("selection", params.StringParam, default="not hydrogen", label="Atoms",
+                      help="ProDy selection of the atoms to use.")
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.simulateStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    def simulateStep(self):
+        args = [self.inputStructure.get().getFileName(), "-o", self._enginePath("model_map.mrc"),
+                "--selection", self.selection.get()]
+        if self._pointerIsSet(self.referenceVolume):
+            volume_to_mrc(self.referenceVolume.get(), self._enginePath("grid.mrc"))
+            args += ["--like", self._enginePath("grid.mrc")]
+        else:
+            args += ["--size", self.boxSize.get(), "--apix", self.samplingRate.get()]
+        if self.resolution.get() > 0:
+            args += ["--resolution", self.resolution.get()]
+        self.runEngine(args)
+
+    def createOutputStep(self):
+        vol = volume_from_mrc(self._enginePath("model_map.mrc"))
+        self._defineOutputs(outputVolume=vol)
+        self._defineSourceRelation(self.inputStructure, vol)
+
+    def _validate(self):
+        errors = []
+        if not self._pointerIsSet(self.inputStructure):
+            return ["Atomic model: none selected."]
+        atoms = light_atoms(self.inputStructure.get().getFileName(), "not hydrogen")
+        if atoms is not None and len(atoms[0]) == 0:
+            errors.append("The atomic model has no heavy atoms.")
+        apix = (self.referenceVolume.get().getSamplingRate() if self._pointerIsSet(self.referenceVolume)
+                else self.samplingRate.get())
+        if self.resolution.get() and apix and self.resolution.get() < 2 * apix:
+            errors.append("Resolution %.2f A is beyond Nyquist (%.2f A at %.3f A/px)."
+                          % (self.resolution.get(), 2 * apix, apix))
+        return errors
+
+    def _summary(self):
+        if not hasattr(self, "outputVolume"):
+            return ["Not run yet."]
+        v = self.outputVolume
+        return ["Map %d^3 voxels of %.3f A%s" % (v.getDim()[0], v.getSamplingRate(),
+                                                ", low-passed to %.2f A" % self.resolution.get()
+                                                if self.resolution.get() else "")]
