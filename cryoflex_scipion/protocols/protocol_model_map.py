@@ -19,14 +19,17 @@ class ProtCryoFlexModelToMap(CryoFlexProtocol):
     def _defineParams(self, form):
         form.addSection(label="Input")
         form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", label="Atomic model")
+        # Form conditions are evaluated on parameter values as text, so a pointer cannot be one: a flag
+        # chooses between the two ways of giving the grid.
+        form.addParam("useReferenceGrid", params.BooleanParam, default=False, label="Use the grid of a map?",
+                      help="Yes: box, pixel size and origin of a map (the model's map then overlays it). No: box "
+                           "and pixel size below, with the model's coordinate origin at the box centre.")
         form.addParam("referenceVolume", params.PointerParam, pointerClass="Volume", allowsNull=True,
-                      label="Grid of this map (optional)",
-                      help="Use the box, pixel size and origin of this map. Otherwise: box and pixel size below, "
-                           "with the model's coordinate origin at the box centre.")
+                      condition="useReferenceGrid", label="Map whose grid to use")
         form.addParam("boxSize", params.IntParam, default=64, validators=[params.GT(1)], label="Box (voxels)",
-                      condition="not referenceVolume")
+                      condition="not useReferenceGrid")
         form.addParam("samplingRate", params.FloatParam, default=2.0, validators=[params.GT(0)],
-                      label="Pixel size (A)", condition="not referenceVolume")
+                      label="Pixel size (A)", condition="not useReferenceGrid")
         form.addParam("resolution", params.FloatParam, default=0.0, validators=[params.GE(0)],
                       label="Resolution (A)", help="Low-pass to this resolution; 0: no filter (Nyquist).")
         form.addParam("selection", params.StringParam, default="not hydrogen", label="Atoms",
@@ -39,7 +42,7 @@ class ProtCryoFlexModelToMap(CryoFlexProtocol):
     def simulateStep(self):
         args = [self.inputStructure.get().getFileName(), "-o", self._enginePath("model_map.mrc"),
                 "--selection", self.selection.get()]
-        if self._pointerIsSet(self.referenceVolume):
+        if self.useReferenceGrid.get():
             volume_to_mrc(self.referenceVolume.get(), self._enginePath("grid.mrc"))
             args += ["--like", self._enginePath("grid.mrc")]
         else:
@@ -60,8 +63,10 @@ class ProtCryoFlexModelToMap(CryoFlexProtocol):
         atoms = light_atoms(self.inputStructure.get().getFileName(), "not hydrogen")
         if atoms is not None and len(atoms[0]) == 0:
             errors.append("The atomic model has no heavy atoms.")
-        apix = (self.referenceVolume.get().getSamplingRate() if self._pointerIsSet(self.referenceVolume)
-                else self.samplingRate.get())
+        if self.useReferenceGrid.get() and not self._pointerIsSet(self.referenceVolume):
+            errors.append("Select the map whose grid to use (or answer No to 'Use the grid of a map?').")
+        apix = (self.referenceVolume.get().getSamplingRate() if self.useReferenceGrid.get()
+                and self._pointerIsSet(self.referenceVolume) else self.samplingRate.get())
         if self.resolution.get() and apix and self.resolution.get() < 2 * apix:
             errors.append("Resolution %.2f A is beyond Nyquist (%.2f A at %.3f A/px)."
                           % (self.resolution.get(), 2 * apix, apix))

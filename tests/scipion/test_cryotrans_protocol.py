@@ -65,3 +65,22 @@ def test_cryotrans_validation_messages(project):
     prot.inputVolume0.set(f0)
     prot.inputVolume1.set(f1)
     assert prot.validate() == []  # resampling (the default) handles the other grid
+
+
+def test_model_map_on_the_grid_of_another_map(project):
+    from cryoflex_scipion.protocols import ProtCryoFlexModelToMap
+    closed = _import(project, "adk_1ake_A.pdb")
+    grid = _model_map(project, closed, boxSize=36, samplingRate=2.5)
+    prot = project.newProtocol(ProtCryoFlexModelToMap, useReferenceGrid=True, resolution=8.0)
+    prot.inputStructure.set(closed)
+    prot.referenceVolume.set(grid)
+    # every form condition must evaluate with the pointer set (the GUI evaluates them as text)
+    for name, _ in prot.iterDefinitionAttributes():
+        prot.evalParamCondition(name)
+    assert not prot.evalParamCondition("boxSize") and prot.evalParamCondition("referenceVolume")
+    out = launch(project, prot).outputVolume
+    assert out.getDim() == (36, 36, 36) and out.getSamplingRate() == 2.5
+    assert np.allclose(out.getOrigin(force=True).getShifts(), grid.getOrigin(force=True).getShifts())
+    bad = project.newProtocol(ProtCryoFlexModelToMap, useReferenceGrid=True)
+    bad.inputStructure.set(closed)
+    assert any("grid to use" in e for e in bad.validate())
