@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..core.maps import bin_map
 from .density import Level, particles_from_density, splat
 from .flow import Flow, part_slices
 from .rigidity import build_mesh
@@ -130,7 +131,6 @@ class _LevelData:
         self.level = level
         self.n_particles = n_particles
         self.n_points = len(all_pos)
-        from ..core.maps import bin_map
         self.target = bin_map(torch.as_tensor(morph.a1), factor).to(device, dtype)
         self.eps = level_eps(morph.settings.eps, level.m)
 

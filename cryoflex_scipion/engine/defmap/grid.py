@@ -7,47 +7,16 @@ A grid is ``shape = (nz, ny, nx)``, a voxel size ``apix`` (A) and an ``origin``
 The original DEFMap ignored the origin (voxel = round(xyz / apix) - nxstart);
 here every conversion goes through these two functions.
 
-The helpers of :mod:`core.maps` assume cubic boxes; these work on any box.
+:class:`Grid` and trilinear :func:`resample_linear` live in :mod:`core.maps` (CryoTRANS
+resamples with them too); this module adds DEFMap's grid choice, filter and nearest-voxel
+resampling.
 """
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from ..core.maps import Grid, resample_linear
+
 __all__ = ["Grid", "resampled_grid", "gaussian_lowpass", "resample_linear", "nearest_resample"]
-
-
-@dataclass(frozen=True)
-class Grid:
-    shape: tuple     # (nz, ny, nx)
-    apix: float      # A per voxel, the same on every axis
-    origin: tuple    # (x, y, z) A of the centre of voxel [0, 0, 0]
-
-    def index_to_xyz(self, index_zyx):
-        """Physical position (x, y, z, A) of voxel indices ``(..., 3)`` in (z, y, x) order."""
-        index_zyx = np.asarray(index_zyx, dtype=np.float64)
-        return np.asarray(self.origin, np.float64) + self.apix * np.ascontiguousarray(index_zyx[..., ::-1])
-
-    def xyz_to_index(self, xyz):
-        """Fractional voxel indices ``(..., 3)`` in (z, y, x) order of positions ``(..., 3)`` (x, y, z, A)."""
-        xyz = np.asarray(xyz, dtype=np.float64)
-        return np.ascontiguousarray(((xyz - np.asarray(self.origin, np.float64)) / self.apix)[..., ::-1])
-
-    def nearest_index(self, xyz):
-        """Integer (z, y, x) index of the voxel whose centre is nearest to each position.
-
-        ``floor(f + 0.5)``, not ``np.rint``: halves always go up, whatever the parity.
-        """
-        return np.floor(self.xyz_to_index(xyz) + 0.5).astype(np.int64)
-
-    def contains(self, index_zyx):
-        """Which integer indices ``(..., 3)`` lie inside the box."""
-        index_zyx = np.asarray(index_zyx)
-        return np.all((index_zyx >= 0) & (index_zyx < np.asarray(self.shape)), axis=-1)
-
-    def flat(self, index_zyx):
-        """Flat (C-order) index of integer (z, y, x) indices inside the box."""
-        return np.ravel_multi_index(tuple(np.asarray(index_zyx).T), self.shape)
 
 
 def resampled_grid(grid, new_apix):
@@ -83,37 +52,6 @@ def gaussian_lowpass(volume, resolution, apix):
     spec *= torch.exp(-k2 * (0.5 * resolution ** 2))
     out = torch.fft.irfftn(spec, s=shape)
     return out[pad:pad + volume.shape[0], pad:pad + volume.shape[1], pad:pad + volume.shape[2]]
-
-
-def _linear_along(volume, positions, axis):
-    """Linear interpolation of ``volume`` at fractional indices ``positions`` along ``axis``."""
-    n = volume.shape[axis]
-    low = torch.floor(positions).clamp(0, max(n - 2, 0)).long()
-    high = (low + 1).clamp(max=n - 1)
-    w = (positions - low.to(positions.dtype)).clamp(0, 1)
-    shape = [-1 if a == axis else 1 for a in range(3)]
-    a = volume.index_select(axis, low)
-    b = volume.index_select(axis, high)
-    return a + (b - a) * w.reshape(shape).to(volume.dtype)
-
-
-def resample_linear(volume, grid, new_grid):
-    """Trilinear resampling of ``volume`` (torch, on ``grid``) onto ``new_grid`` (same physical frame).
-
-    Trilinear interpolation on axis-aligned grids is separable: three 1D linear
-    interpolations, one per axis, which never hold more than one intermediate map
-    (a ``grid_sample`` would need a coordinate grid three times the output's size).
-    New voxels outside the input box take the nearest edge value; with
-    :func:`resampled_grid` there are none.  Down-sampling should follow a low-pass
-    (:func:`gaussian_lowpass`) to avoid aliasing.
-    """
-    out = volume
-    for axis in range(3):  # z, y, x
-        xyz = 2 - axis
-        new_axis = torch.arange(new_grid.shape[axis], dtype=torch.float64)
-        pos = (new_grid.origin[xyz] + new_axis * new_grid.apix - grid.origin[xyz]) / grid.apix
-        out = _linear_along(out, pos.to(out.device), axis)
-    return out
 
 
 def nearest_resample(volume, grid, new_grid, fill=0.0):
