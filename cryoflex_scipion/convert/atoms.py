@@ -3,7 +3,7 @@ import numpy as np
 
 from ..engine.core.atoms import read_atoms
 
-__all__ = ["atomstruct_file", "atomstruct_to_npz", "atomstructs_to_frames", "light_atoms"]
+__all__ = ["atomstruct_file", "atomstruct_to_npz", "atomstructs_to_frames", "trajectory_to_frames", "light_atoms"]
 
 
 def atomstruct_file(atom_struct):
@@ -40,6 +40,32 @@ def atomstructs_to_frames(atom_structs, path, selection="all", reference=None):
                          % (stack.shape[1], len(reference)))
     np.save(path, stack)
     return stack
+
+
+def trajectory_to_frames(structure_path, trajectory_path, selection, path):
+    """MD frames of the ``selection`` atoms of a model file, ``(frames, atoms, 3)`` into a .npy.
+
+    A ``.dcd`` holds every atom of the model file in its order (read with ProDy); a ``.npy`` must
+    already hold the selected atoms.  Raises ValueError when the atom counts disagree.
+    """
+    n_selected = len(read_atoms(structure_path, selection))
+    if trajectory_path.endswith(".npy"):
+        frames = np.load(trajectory_path)
+    else:
+        import prody
+        prody.confProDy(verbosity="none")
+        structure = prody.parsePDB(structure_path) if not structure_path.lower().endswith((".cif", ".mmcif")) \
+            else prody.parseMMCIF(structure_path)
+        frames = prody.parseDCD(trajectory_path).getCoordsets()
+        if frames.shape[1] != structure.numAtoms():
+            raise ValueError("%s has %d atoms per frame but %s has %d" % (trajectory_path, frames.shape[1],
+                                                                        structure_path, structure.numAtoms()))
+        frames = frames[:, structure.select(selection).getIndices()]
+    if frames.ndim != 3 or frames.shape[1:] != (n_selected, 3):
+        raise ValueError("%s: frames of shape %s, expected (frames, %d, 3) for the %r atoms of %s"
+                         % (trajectory_path, frames.shape, n_selected, selection, structure_path))
+    np.save(path, np.asarray(frames, dtype=np.float32))
+    return frames.shape
 
 
 _BACKBONE = {"N", "CA", "C", "O"}

@@ -55,19 +55,20 @@ class CryoFlexProtocol(EMProtocol):
     def _useGpuNow(self):
         return self.allowsGpu() and self.usesGpu()
 
-    def runEngine(self, args, command=None):
+    def runEngine(self, args, command=None, deviceArgs=None):
         """Run ``python -m cryoflex_scipion.engine <command> <args>`` through runJob.
 
         On GPU the program is ``CUDA_VISIBLE_DEVICES=%(GPU)s ...`` so pyworkflow
         substitutes the GPU ids (also when the run goes through a queue); every
         literal ``%`` in the arguments is then doubled, as that substitution
-        formats them.  On CPU no GPU is made visible.
+        formats them.  On CPU no GPU is made visible.  ``deviceArgs=False``: an
+        engine action without a device (default: the class's ``_engineUsesDevice``).
         """
         command = command or self._engineCommand
         os.makedirs(self._enginePath(), exist_ok=True)
         quoted = " ".join(shlex.quote(str(a)) for a in args)
         engine = Plugin.getEngineCommand(command)
-        if not self._engineUsesDevice:
+        if not (self._engineUsesDevice if deviceArgs is None else deviceArgs):
             program, arguments = engine, quoted
         elif self._useGpuNow():
             program = "CUDA_VISIBLE_DEVICES=%(GPU)s " + engine

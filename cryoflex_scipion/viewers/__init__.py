@@ -2,3 +2,4 @@
 from .viewers import (CryoFlexLandscapeViewer, CryoFlexNMAViewer, CryoFlexReconstructViewer,  # noqa: F401
                       CryoFlexSimulateViewer)
 from .viewer_cryotrans import CryoFlexCryoTransViewer  # noqa: F401
+from .viewer_defmap import CryoFlexDefmapPredictViewer, CryoFlexDefmapTrainViewer  # noqa: F401

@@ -163,3 +163,62 @@ def loss_figure(columns, fig=None):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def read_csv_rows(path):
+    """Rows of a CSV with a header line as dicts of strings (text columns kept, unlike
+    :func:`read_csv_columns`)."""
+    import csv
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _floats(rows, key):
+    return np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+
+
+def residue_profile_figure(rows, fig=None):
+    """Dynamics^DEFMap per residue (one panel per chain), with the B-factor z-score when present."""
+    fig = fig or _figure((9, 4))
+    chains = list(dict.fromkeys(r["chain"] for r in rows))
+    for i, chain in enumerate(chains):
+        sel = [r for r in rows if r["chain"] == chain]
+        resid = _floats(sel, "resid")
+        ax = fig.add_subplot(len(chains), 1, i + 1)
+        pred = _floats(sel, "dynamics_defmap")
+        ax.plot(resid, pred, lw=1.2, label="DEFMap (residue mean z)")
+        if "label_z" in sel[0]:
+            label = _floats(sel, "label_z")
+            ok = np.isfinite(pred) & np.isfinite(label)
+            r = np.corrcoef(pred[ok], label[ok])[0, 1] if ok.sum() > 2 else np.nan
+            ax.plot(resid, label, lw=1, alpha=0.7, label="B-factors (z), r = %.2f" % r)
+        ax.set_ylabel("chain %s" % chain)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_xlabel("residue number")
+    fig.suptitle("DEFMap dynamics per residue")
+    return fig
+
+
+def training_curves_figure(columns, losses=("train_loss", "val_loss"), scores=("val_r",), title="training", fig=None):
+    """Loss columns per epoch (left axis, log scale) and score columns (right axis)."""
+    fig = fig or _figure((7, 4))
+    ax = fig.add_subplot(111)
+    epoch = np.asarray(columns["epoch"])
+    for key in losses:
+        if key in columns:
+            ax.plot(epoch, columns[key], label=key.replace("_", " "))
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    present = [k for k in scores if k in columns]
+    if present:
+        ax2 = ax.twinx()
+        for key in present:
+            ax2.plot(epoch, columns[key], ls="--", color="k", alpha=0.6, label=key.replace("_", " "))
+        ax2.set_ylabel(", ".join(k.replace("_", " ") for k in present))
+        ax2.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title)
+    return fig

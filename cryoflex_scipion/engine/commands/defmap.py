@@ -1,6 +1,6 @@
 """DEFMap: atomic fluctuations (log10 RMSF) predicted from local cryo-EM density by a 3D CNN.
 
-  defmap predict --map M.mrc --model model.pt --resolution 5 [--atoms A.pdb|.npz] -o OUT
+  defmap predict --map M.mrc [--model model.pt] [--resolution 5] [--atoms A.pdb|.npz] -o OUT
       writes OUT/defmap.mrc (predicted log10 RMSF on the input grid, 0 outside the predicted
       voxels), OUT/defmap_1.5A.mrc (the same on the 1.5 A grid), with --atoms also atoms.csv,
       residues.csv (dynamics_defmap = residue mean of z-scored predictions) and defmap_atoms.pdb
@@ -20,7 +20,7 @@ from ..core.atoms import AtomModel, electrons, read_atoms
 from ..core.io.mrc import MRCError, read_map, write_map
 from ..defmap.grid import Grid
 from ..defmap.labels import bfactor_rmsf, ca_atoms, trajectory_rmsf
-from ..defmap.model_file import ModelFileError, load_model, save_model
+from ..defmap.model_file import DEFAULT_MODEL, ModelFileError, load_model, save_model
 from ..defmap.pipeline import atoms_inside, residue_table, run_prediction
 from ..defmap.predict import input_grid_map, write_csv
 from ..defmap.preprocess import RESOLUTIONS, VOXEL_SIZE, MapError
@@ -33,9 +33,11 @@ def add_args(p):
     sub = p.add_subparsers(dest="defmap_action", metavar="action")
     pr = sub.add_parser("predict", help="predict log10 RMSF from a map")
     pr.add_argument("--map", required=True)
-    pr.add_argument("--model", required=True, help="DEFMap model file (.pt)")
-    pr.add_argument("--resolution", type=float, required=True,
-                    help="resolution (A) the map is low-passed to; must be the model's (5, 6 or 7)")
+    pr.add_argument("--model", default=DEFAULT_MODEL,
+                    help="DEFMap model file (.pt); default: the model shipped with CryoFlex (5 A, trained on "
+                         "simulated maps with B-factor labels; see data/defmap_5A_MODEL_CARD.md)")
+    pr.add_argument("--resolution", type=float, default=None,
+                    help="resolution (A) the map is low-passed to; must be the model's (default: the model's)")
     pr.add_argument("--atoms", default=None, help="atomic model fitted in the map (.pdb/.cif/.npz)")
     pr.add_argument("--selection", default="protein and not hydrogen")
     pr.add_argument("--threshold", type=float, default=None,
@@ -106,12 +108,13 @@ def _with_bfactors(model, values):
 
 def _predict(args):
     device = select_device(args.device, args.threads)
-    if args.resolution not in RESOLUTIONS:
-        log("warning: DEFMap models are trained at %s A; %.1f A requested" % (RESOLUTIONS, args.resolution))
+    if args.resolution is not None and args.resolution not in RESOLUTIONS:
+        log("warning: the paper's DEFMap models are for %s A; %.1f A requested" % (RESOLUTIONS, args.resolution))
     try:
         net, meta = load_model(args.model, args.resolution, device)
     except ModelFileError as exc:
         fail(str(exc))
+    args.resolution = float(meta["resolution"])
     volume, apix, origin = _read_map(args.map, args.apix)
     model = _read_atoms(args.atoms, args.selection) if args.atoms else None
     warnings = []
