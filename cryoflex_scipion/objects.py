@@ -59,6 +59,9 @@ class DeepHemnmaModel(CryoFlexTrainedModel):
         self._modes = String()        # 1-based mode numbers, comma-separated
         self._imageSize = Integer()   # box of the training particles (px)
         self._samplingRate = Float()  # their pixel size (A)
+        self._modesFile = String()    # the labels' normal modes (.npy) and reference, when known
+        self._refStruct = String()
+        self._nAtoms = Integer()
 
     def getModeNumbers(self):
         return [int(m) for m in (self._modes.get() or "").split(",") if m]
@@ -77,6 +80,15 @@ class DeepHemnmaModel(CryoFlexTrainedModel):
 
     def setSamplingRate(self, apix):
         self._samplingRate.set(apix)
+
+    def setReference(self, modes_file, ref_struct, n_atoms):
+        self._modesFile.set(modes_file)
+        self._refStruct.set(ref_struct)
+        self._nAtoms.set(n_atoms)
+
+    def getReference(self):
+        """(modes file, reference structure, number of atoms); empty values for simulated labels."""
+        return self._modesFile.get() or "", self._refStruct.get() or "", self._nAtoms.get() or 0
 
     def __str__(self):
         return "DeepHEMNMA model, modes %s, %s px (%s)" % (self._modes.get(), self.getImageSize(),

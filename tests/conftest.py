@@ -52,3 +52,14 @@ def launch(project, prot):
         raise AssertionError("%s did not finish (%s): %s\n%s" % (prot.getClassName(), prot.getStatus(),
                                                                   prot.getErrorMessage(), logs))
     return prot
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: small networks gain little from more, and an oversubscribed machine
+    (tests run beside other work) makes OpenMP's waiting threads many times slower.  Restored afterwards."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

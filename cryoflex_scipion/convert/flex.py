@@ -9,10 +9,55 @@ from pwem.constants import ALIGN_PROJ
 from pwem.objects import ParticleFlex, Transform
 from pyworkflow.object import CsvList, Float
 
-from ..constants import FLEX_NMA
-from .particles import matrices_from_pose
+from ..constants import FLEX_NMA, GT_AMPLITUDES, GT_ANGLES, GT_ORIGIN
+from .particles import matrices_from_pose, pose_from_matrices
 
-__all__ = ["fill_flex_particles", "set_nma_flex_info"]
+__all__ = ["fill_flex_particles", "set_nma_flex_info", "nma_labels_to_npz", "has_ground_truth"]
+
+
+def has_ground_truth(parts):
+    """Whether the first particle carries simulated ground truth with amplitudes."""
+    first = parts.getFirstItem() if parts.getSize() else None
+    return first is not None and all(hasattr(first, a) for a in (GT_AMPLITUDES, GT_ANGLES, GT_ORIGIN))
+
+
+def nma_labels_to_npz(parts, path, ground_truth=False, mode_numbers=None):
+    """Per-particle labels (id order) for DeepHEMNMA into an .npz: ``euler`` (ZYZ, deg), ``origin_A``,
+    ``amplitudes`` and ``mode_numbers``.
+
+    From a SetOfParticlesFlex of normal modes (HEMNMA's output): its alignment and zFlex, mode numbers
+    from its FlexInfo.  With ``ground_truth``: the simulation's ground truth carried by each particle,
+    ``mode_numbers`` given by the caller.  Raises ValueError when labels are missing.
+    """
+    apix = float(parts.getSamplingRate())
+    euler, origin, amps = [], [], []
+    for p in parts.iterItems(orderBy="id"):
+        if ground_truth:
+            euler.append(list(getattr(p, GT_ANGLES)))
+            origin.append(list(getattr(p, GT_ORIGIN)))
+            amps.append(list(getattr(p, GT_AMPLITUDES)))
+        else:
+            z = p.getZFlex() if hasattr(p, "getZFlex") else None
+            if z is None or len(z) == 0 or not p.hasTransform():
+                raise ValueError("particle %d has no normal-mode amplitudes (zFlex) or no alignment: train on "
+                                 "the output of an elastic alignment" % p.getObjId())
+            e, o = pose_from_matrices(p.getTransform().getMatrix()[None])
+            euler.append(e[0])
+            origin.append(o[0] * apix)
+            amps.append(list(z))
+    if not amps:
+        raise ValueError("the particle set is empty")
+    if not ground_truth:
+        info = parts.getFlexInfo()
+        numbers = info.getAttr("modeNumbers")
+        mode_numbers = [int(v) for v in str(numbers).split(",")] if numbers is not None else None
+    amplitudes = np.asarray(amps, dtype=np.float64)
+    if mode_numbers is None or len(mode_numbers) != amplitudes.shape[1]:
+        raise ValueError("the particles carry %d amplitudes but %s mode numbers are known (%s)"
+                         % (amplitudes.shape[1], "no" if mode_numbers is None else len(mode_numbers), mode_numbers))
+    np.savez(path, euler=np.asarray(euler, np.float64), origin_A=np.asarray(origin, np.float64),
+             amplitudes=amplitudes, mode_numbers=np.asarray(mode_numbers, np.int64))
+    return mode_numbers
 
 
 def set_nma_flex_info(flex_set, mode_numbers, modes_file, reference_file, n_atoms):
@@ -43,8 +88,9 @@ def fill_flex_particles(flex_set, input_set, euler, origin_A, amplitudes, cost, 
         item.setObjId(particle.getObjId())
         item.setTransform(Transform(matrices[i]))
         item.setZFlex([float(v) for v in amplitudes[i]])
-        item._cryoflexCost = Float(float(cost[i]))
-        item._xmipp_cost = Float(float(cost[i]))
+        if cost is not None:
+            item._cryoflexCost = Float(float(cost[i]))
+            item._xmipp_cost = Float(float(cost[i]))
         displacements = CsvList(pType=float)
         displacements.set([float(v) for v in amplitudes[i]])
         item._xmipp_nmaDisplacements = displacements

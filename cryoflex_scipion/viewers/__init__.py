@@ -3,3 +3,4 @@ from .viewers import (CryoFlexLandscapeViewer, CryoFlexNMAViewer, CryoFlexRecons
                       CryoFlexSimulateViewer)
 from .viewer_cryotrans import CryoFlexCryoTransViewer  # noqa: F401
 from .viewer_defmap import CryoFlexDefmapPredictViewer, CryoFlexDefmapTrainViewer  # noqa: F401
+from .viewer_deephemnma import CryoFlexDeepHEMNMATrainViewer  # noqa: F401

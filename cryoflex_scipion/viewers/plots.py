@@ -222,3 +222,27 @@ def training_curves_figure(columns, losses=("train_loss", "val_loss"), scores=("
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title(title)
     return fig
+
+
+def deephemnma_curves_figure(columns, fig=None):
+    """DeepHEMNMA training: losses (left) and the validation errors of each target (right panels)."""
+    fig = fig or _figure((10, 4))
+    epoch = np.asarray(columns["epoch"])
+    ax = fig.add_subplot(1, 4, 1)
+    for key in ("train_loss", "val_loss"):
+        if key in columns:
+            ax.plot(epoch, columns[key], label=key.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.set_title("L1 loss (standardised)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    for i, (key, title) in enumerate((("val_amplitude_mae", "amplitude MAE"), ("val_angle_deg", "angle error (deg)"),
+                                      ("val_shift_A", "shift error (A)")), start=2):
+        ax = fig.add_subplot(1, 4, i)
+        if key in columns:
+            ax.plot(epoch, columns[key], color="C%d" % i)
+        ax.set_xlabel("epoch")
+        ax.set_title("validation " + title, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle("DeepHEMNMA training")
+    return fig

@@ -6,8 +6,8 @@ from pwem.viewers import ChimeraView
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
 from ..protocols import ProtCryoFlexDefmapPredict, ProtCryoFlexDefmapTrain
-from .plots import read_csv_columns, read_csv_rows, residue_profile_figure, training_curves_figure
-from .viewers import _FigureView
+from .plots import read_csv_rows, residue_profile_figure, training_curves_figure
+from .viewers import TrainingCurvesViewer, _FigureView
 
 
 def defmap_colour_script(path, structure=None, dynamics_map=None, input_map=None, apix=None, origin=None,
@@ -72,20 +72,11 @@ class CryoFlexDefmapPredictViewer(ProtocolViewer):
         return [ChimeraView(script)]
 
 
-class CryoFlexDefmapTrainViewer(ProtocolViewer):
+class CryoFlexDefmapTrainViewer(TrainingCurvesViewer):
     """Training and validation curves of a DEFMap training."""
     _label = "viewer defmap training"
     _targets = [ProtCryoFlexDefmapTrain]
-    _environments = [DESKTOP_TKINTER]
+    _curveFile, _title = "curve.csv", "DEFMap training"
 
-    def _defineParams(self, form):
-        form.addSection(label="Visualization")
-        form.addParam("showCurves", params.LabelParam, label="Training curves")
-
-    def _getVisualizeDict(self):
-        return {"showCurves": self._showCurves}
-
-    def _showCurves(self, _=None):
-        cols = read_csv_columns(self.protocol._enginePath("curve.csv"))
-        return [_FigureView(lambda fig: training_curves_figure(cols, title="DEFMap training", fig=fig),
-                            "DEFMap training")]
+    def _draw(self, columns, fig):
+        return training_curves_figure(columns, title="DEFMap training", fig=fig)

@@ -26,6 +26,27 @@ class _FigureView:
         plt.show(block=False)
 
 
+class TrainingCurvesViewer(ProtocolViewer):
+    """Base of the viewers of network trainings: one figure drawn from the engine's curve CSV.
+    Subclasses set ``_targets``, ``_curveFile`` (in the engine folder), ``_title`` and ``_draw(columns, fig)``."""
+    _environments = [DESKTOP_TKINTER]
+    _curveFile, _title, _figsize = "curve.csv", "training", (7, 4.5)
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        form.addParam("showCurves", params.LabelParam, label="Training curves")
+
+    def _getVisualizeDict(self):
+        return {"showCurves": self._showCurves}
+
+    def _showCurves(self, _=None):
+        cols = read_csv_columns(self.protocol._enginePath(self._curveFile))
+        return [_FigureView(lambda fig: self._draw(cols, fig), self._title, self._figsize)]
+
+    def _draw(self, columns, fig):
+        raise NotImplementedError
+
+
 def chimerax_script(path, maps, apix, origin):
     """Write a ChimeraX script opening maps with their voxel size and origin."""
     with open(path, "w") as fh:

@@ -14,4 +14,5 @@ COMMANDS = {
     "defmap": "cryoflex_scipion.engine.commands.defmap",
     "modelmap": "cryoflex_scipion.engine.commands.modelmap",
     "cryotrans": "cryoflex_scipion.engine.commands.cryotrans",
+    "deephemnma": "cryoflex_scipion.engine.commands.deephemnma",
 }
