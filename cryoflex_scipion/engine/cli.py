@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 __all__ = ["add_common_args", "select_device", "device_name", "Progress", "write_summary",
-           "run_batches", "log", "fail", "host_memory_gb"]
+           "run_batches", "log", "fail", "host_memory_gb", "gpu_ids"]
 
 
 def host_memory_gb():
@@ -140,3 +140,23 @@ def run_batches(n_items, batch_size, work, device, label="batches"):
             continue
         start = stop
     return batch_size
+
+
+def gpu_ids(spec):
+    """Physical GPU ids for the workers.  Ids are positions among the visible GPUs, so that under
+    CUDA_VISIBLE_DEVICES=2,3 (set by Scipion or a queue) 'all' or '0,1' mean GPUs 2 and 3."""
+    if not spec:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = [v.strip() for v in visible.split(",") if v.strip()] if visible else \
+        [str(i) for i in range(torch.cuda.device_count())]
+    if spec.strip() == "all":
+        return visible
+    picked = []
+    for token in spec.replace(" ", ",").split(","):
+        if token:
+            i = int(token)
+            if i >= len(visible):
+                fail("--gpus asks for GPU %d but %d are visible" % (i, len(visible)))
+            picked.append(visible[i])
+    return picked

@@ -140,3 +140,13 @@ def test_stack_writer_streams(tmp_path):
     assert info.shape == (10, 16, 16) and info.apix == 2.0
     assert handle.data[9].mean() == 9
     handle.close()
+
+
+def test_star_without_particles_is_a_clear_error(tmp_path):
+    from cryoflex_scipion.engine.core.io.particles import read_particles
+    from cryoflex_scipion.engine.core.io.star import StarError
+    path = tmp_path / "empty.star"
+    path.write_text("data_optics\nloop_\n_rlnOpticsGroup #1\n_rlnImagePixelSize #2\n_rlnImageSize #3\n1 1.5 64\n\n"
+                    "data_particles\nloop_\n_rlnImageName #1\n_rlnOpticsGroup #2\n")
+    with pytest.raises(StarError, match="holds no particles"):
+        read_particles(str(path))

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from ..cli import Progress, add_common_args, device_name, fail, log, select_device, write_summary
+from ..cli import Progress, add_common_args, device_name, fail, gpu_ids, log, select_device, write_summary
 from ..core.geometry import euler_to_quaternion
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles
@@ -32,7 +32,6 @@ from ..deephemnma.model_file import ModelFileError, load_model, save_model
 from ..deephemnma.network import DeepHEMNMANet, count_parameters
 from ..deephemnma.predict import predict_particles
 from ..deephemnma.train import TrainConfig, TrainingJob, evaluate, job_data, run_distributed, run_job, split
-from .hemnma import _gpu_list
 
 
 def _ints(text):
@@ -185,7 +184,7 @@ def _train(args):
     gpus = _gpu_positions(args.gpus) if args.device != "cpu" else []
     start = time.time()
     if len(gpus) > 1:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_gpu_list(args.gpus))
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids(args.gpus))
         try:
             net, history = run_distributed(job, len(gpus), "cuda")
         except Exception as exc:  # a worker's traceback was printed by torch.multiprocessing

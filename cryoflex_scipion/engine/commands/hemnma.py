@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from ..cli import (Progress, add_common_args, device_name, fail, host_memory_gb, log, run_batches, select_device,
-                   write_summary)
+from ..cli import (Progress, add_common_args, device_name, fail, gpu_ids, host_memory_gb, log, run_batches,
+                   select_device, write_summary)
 from ..core.atoms import read_atoms
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles
@@ -184,7 +184,7 @@ def main(args):
         return 0
     table, box, apix, model, modes, numbers, ctf_mode = _load(args)  # validate before any work
     start = time.time()
-    gpus = _gpu_list(args.gpus)
+    gpus = gpu_ids(args.gpus)
     if gpus:  # worker processes, each seeing only its GPU (also for one GPU: the id may not be the first)
         procs = []
         for i, gpu in enumerate(gpus):
@@ -235,26 +235,6 @@ def main(args):
         % (len(table), seconds, summary["particles_per_second"], summary["cost_mean"], outlier.sum(),
            args.outlier_threshold))
     return 0
-
-
-def _gpu_list(spec):
-    """Physical GPU ids for the workers.  Ids are positions among the visible GPUs, so that under
-    CUDA_VISIBLE_DEVICES=2,3 (set by Scipion or a queue) 'all' or '0,1' mean GPUs 2 and 3."""
-    if not spec:
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    visible = [v.strip() for v in visible.split(",") if v.strip()] if visible else \
-        [str(i) for i in range(torch.cuda.device_count())]
-    if spec.strip() == "all":
-        return visible
-    picked = []
-    for token in spec.replace(" ", ",").split(","):
-        if token:
-            i = int(token)
-            if i >= len(visible):
-                fail("--gpus asks for GPU %d but %d are visible" % (i, len(visible)))
-            picked.append(visible[i])
-    return picked
 
 
 def _strip_gpus(cmd):

@@ -195,6 +195,8 @@ def _star_particles(path, apix=None):
     if "rlnImageName" not in part:
         raise StarError("%s: particle block has no rlnImageName column" % path)
     n = len(part)
+    if n == 0:
+        raise StarError("%s: the particle block holds no particles" % path)
     files, index = _split_image_names(part.strings("rlnImageName"))
     groups = part.ints("rlnOpticsGroup") if "rlnOpticsGroup" in part else np.ones(n, dtype=np.int64)
 
