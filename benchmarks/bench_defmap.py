@@ -159,21 +159,28 @@ def fit(items, config, device):
     return net, tset, history, time.perf_counter() - t
 
 
+def scores(model, result):
+    """Atom- and residue-level Pearson r of a prediction, and of the raw map intensity, against the
+    model's B-factor labels."""
+    atoms = result.atoms
+    residues = residue_table(model, atoms)
+    label_z = [r["label_z"] for r in residues]
+    return {"atoms": len(model), "r_atoms": pearson(atoms["pred_log10_rmsf"], atoms["label_log10_rmsf"]),
+            "r_atoms_intensity": pearson(atoms["intensity"], atoms["label_log10_rmsf"]),
+            "r_residues": pearson([r["dynamics_defmap"] for r in residues], label_z),
+            "r_residues_intensity": pearson([r["intensity_z"] for r in residues], label_z),
+            "rmse_log10": float(np.sqrt(np.nanmean((atoms["pred_log10_rmsf"] - atoms["label_log10_rmsf"]) ** 2)))}
+
+
 def held_out(net, tset, model, volume, grid, device, batch_size, amp):
     meta = {"resolution": RESOLUTION, "label_mean": tset.label_mean, "label_std": tset.label_std}
     result = run_prediction(net, meta, volume, grid.apix, grid.origin, model.coords, model.bfactors, device=device,
                             batch_size=batch_size, amp=amp)
-    atoms = result.atoms
-    residues = residue_table(model, atoms)
-    return {"atoms": len(model), "r_atoms": pearson(atoms["pred_log10_rmsf"], atoms["label_log10_rmsf"]),
-            "r_atoms_intensity": pearson(atoms["intensity"], atoms["label_log10_rmsf"]),
-            "r_residues": pearson([r["dynamics_defmap"] for r in residues], [r["label_z"] for r in residues]),
-            "r_residues_intensity": pearson([r["intensity_z"] for r in residues], [r["label_z"] for r in residues]),
-            "rmse_log10": float(np.sqrt(np.nanmean((atoms["pred_log10_rmsf"] - atoms["label_log10_rmsf"]) ** 2)))}
+    return scores(model, result)
 
 
 def real_map_scores(net, meta, models, device, batch_size, amp):
-    """Atom- and residue-level r of the prediction on each real map against its model's B-factors."""
+    """:func:`scores` of the prediction on each real map against its model's B-factors."""
     out = {}
     for label, (path, name) in REAL_MAPS.items():
         if name not in models:
@@ -182,16 +189,10 @@ def real_map_scores(net, meta, models, device, batch_size, amp):
         model = models[name]
         result = run_prediction(net, meta, volume, info.apix, info.origin, model.coords, model.bfactors,
                                 device=device, batch_size=batch_size, amp=amp)
-        atoms = result.atoms
-        residues = residue_table(model, atoms)
         out[label] = {"map": path, "shape_zyx": list(volume.shape), "apix": info.apix,
                       "atoms_inside_fraction": result.inside_fraction, "kept_voxels": result.n_kept,
-                      "mean_map_z_at_atoms": float(np.nanmean(atoms["intensity"])),  # frame check: >> 0 when aligned
-                      "r_atoms": pearson(atoms["pred_log10_rmsf"], atoms["label_log10_rmsf"]),
-                      "r_atoms_intensity": pearson(atoms["intensity"], atoms["label_log10_rmsf"]),
-                      "r_residues": pearson([r["dynamics_defmap"] for r in residues], [r["label_z"] for r in residues]),
-                      "r_residues_intensity": pearson([r["intensity_z"] for r in residues],
-                                                      [r["label_z"] for r in residues])}
+                      # frame check: >> 0 when model and map are aligned
+                      "mean_map_z_at_atoms": float(np.nanmean(result.atoms["intensity"])), **scores(model, result)}
         print("  real map %s: r atoms %.3f (intensity %.3f), r residues %.3f" % (
             label, out[label]["r_atoms"], out[label]["r_atoms_intensity"], out[label]["r_residues"]), flush=True)
     return out

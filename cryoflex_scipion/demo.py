@@ -270,8 +270,8 @@ def _mean_baseline(training, held_out):
     from .constants import GT_AMPLITUDES, GT_ORIGIN
 
     def truth(parts):
-        return (np.array([list(getattr(p, GT_AMPLITUDES)) for p in parts.iterItems(orderBy="id")], float),
-                np.array([list(getattr(p, GT_ORIGIN)) for p in parts.iterItems(orderBy="id")], float))
+        rows = [(list(getattr(p, GT_AMPLITUDES)), list(getattr(p, GT_ORIGIN))) for p in parts.iterItems()]
+        return np.array([a for a, _ in rows], float), np.array([o for _, o in rows], float)
     (amp_t, shift_t), (amp_h, shift_h) = truth(training), truth(held_out)
     return {"amplitude": np.round(np.abs(amp_h - amp_t.mean(0)).mean(0), 1).tolist(),
             "shift": float(np.abs(shift_h - shift_t.mean(0)).mean())}

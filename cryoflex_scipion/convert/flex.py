@@ -30,7 +30,7 @@ def nma_labels_to_npz(parts, path, ground_truth=False, mode_numbers=None):
     ``mode_numbers`` given by the caller.  Raises ValueError when labels are missing.
     """
     apix = float(parts.getSamplingRate())
-    euler, origin, amps = [], [], []
+    euler, origin, amps, matrices = [], [], [], []
     for p in parts.iterItems(orderBy="id"):
         if ground_truth:
             euler.append(list(getattr(p, GT_ANGLES)))
@@ -41,13 +41,13 @@ def nma_labels_to_npz(parts, path, ground_truth=False, mode_numbers=None):
             if z is None or len(z) == 0 or not p.hasTransform():
                 raise ValueError("particle %d has no normal-mode amplitudes (zFlex) or no alignment: train on "
                                  "the output of an elastic alignment" % p.getObjId())
-            e, o = pose_from_matrices(p.getTransform().getMatrix()[None])
-            euler.append(e[0])
-            origin.append(o[0] * apix)
+            matrices.append(p.getTransform().getMatrix().copy())  # the set reuses one item object
             amps.append(list(z))
     if not amps:
         raise ValueError("the particle set is empty")
     if not ground_truth:
+        euler, origin_px = pose_from_matrices(np.stack(matrices))  # one conversion for the whole set
+        origin = origin_px * apix
         info = parts.getFlexInfo()
         numbers = info.getAttr("modeNumbers")
         mode_numbers = [int(v) for v in str(numbers).split(",")] if numbers is not None else None

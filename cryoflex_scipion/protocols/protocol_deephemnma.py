@@ -1,11 +1,10 @@
 """DeepHEMNMA: a network learns HEMNMA's amplitudes, angles and shifts, then predicts them for new particles."""
-import os
 
 import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.objects import SetOfParticlesFlex
 
-from ..constants import FLEX_NMA
+from ..constants import FLEX_NMA, GT_AMPLITUDES
 from ..convert import (fill_flex_particles, has_ground_truth, nma_labels_to_npz, set_nma_flex_info,
                        write_particles_star)
 from ..objects import DeepHemnmaModel
@@ -144,7 +143,7 @@ class ProtCryoFlexDeepHEMNMATrain(CryoFlexProtocol):
             elif numbers is None:
                 errors.append("Give the numbers of the simulated modes (e.g. '7-9').")
             else:
-                n = len(list(parts.getFirstItem()._cryoflexGtAmplitudes))
+                n = len(list(getattr(parts.getFirstItem(), GT_AMPLITUDES)))
                 if n != len(numbers):
                     errors.append("The particles carry %d simulated amplitudes but %d mode numbers were given."
                                   % (n, len(numbers)))
@@ -215,8 +214,7 @@ class ProtCryoFlexDeepHEMNMAPredict(CryoFlexProtocol):
             table = write_particles_star(merge, self._enginePath("merge.star"))
             numbers = nma_labels_to_npz(merge, self._enginePath("merge_labels.npz"))
             with np.load(self._enginePath("merge_labels.npz")) as labels:
-                for number, column in zip(numbers, labels["amplitudes"].T):
-                    table.extra["cryoflexAmplitude%d" % number] = column  # hemnma's columns: by mode number
+                table.set_amplitudes(labels["amplitudes"], numbers)
             table.to_star(self._enginePath("merge.star"))
 
     def predictStep(self):

@@ -22,13 +22,12 @@ def _atoms_in_box(structure, volume):
     parsed = light_atoms(structure.getFileName(), "not hydrogen")
     if parsed is None:
         return None
+    from ..engine.core.maps import Grid
     coords = parsed[2]
     if len(coords) == 0:
         return 0, 0
-    origin = volume_origin(volume)
-    size = [d * volume.getSamplingRate() for d in volume.getDim()]
-    inside = ((coords >= origin) & (coords < [o + s for o, s in zip(origin, size)])).all(1)
-    return int(inside.sum()), len(coords)
+    grid = Grid(tuple(volume.getDim())[::-1], volume.getSamplingRate(), volume_origin(volume))
+    return int(grid.contains(grid.nearest_index(coords)).sum()), len(coords)  # the engine's rule
 
 
 class ProtCryoFlexDefmapPredict(CryoFlexProtocol):

@@ -301,12 +301,8 @@ def _predict(args):
     if args.merge_with:
         predicted = _merge(args, table, result, numbers)
         log("%d particles keep their values from %s" % ((~predicted).sum(), args.merge_with))
-    out_table = table.subset(np.arange(len(table)))
-    resolved = table.resolved_files(args.data_root)
-    out_table.image_file = np.array([resolved[str(f)] for f in table.image_file])
-    out_table.euler, out_table.origin_A = result["euler"], result["origin_A"]
-    for k, number in enumerate(numbers):
-        out_table.extra["cryoflexAmplitude%d" % number] = result["amplitudes"][:, k]
+    out_table = table.with_results(result["euler"], result["origin_A"], result["amplitudes"], numbers,
+                                   args.data_root)
     out_table.extra["cryoflexPredicted"] = predicted.astype(np.int64)
     out_table.to_star(os.path.join(args.out, "particles.star"), relative_to=args.out)
     np.savez(os.path.join(args.out, "results.npz"), mode_numbers=np.array(numbers), predicted=predicted, **result)

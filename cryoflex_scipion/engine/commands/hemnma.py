@@ -208,12 +208,7 @@ def main(args):
     res = {k: np.concatenate([p[k] for p in parts])[order] for k in ("euler", "origin_A", "amplitudes", "cost")}
     dist = mahalanobis(res["amplitudes"]) if len(table) > modes.shape[0] + 1 else np.zeros(len(table))
     outlier = dist > args.outlier_threshold if args.outlier_threshold > 0 else np.zeros(len(table), bool)
-    out_table = table.subset(np.arange(len(table)))
-    resolved = table.resolved_files(args.data_root)
-    out_table.image_file = np.array([resolved[str(f)] for f in table.image_file])
-    out_table.euler, out_table.origin_A = res["euler"], res["origin_A"]
-    for k, number in enumerate(numbers):
-        out_table.extra["cryoflexAmplitude%d" % number] = res["amplitudes"][:, k]
+    out_table = table.with_results(res["euler"], res["origin_A"], res["amplitudes"], numbers, args.data_root)
     out_table.extra["cryoflexCost"] = res["cost"]
     out_table.extra["cryoflexMahalanobis"] = dist
     out_table.extra["cryoflexOutlier"] = outlier.astype(np.int64)

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from ..core.geometry import euler_to_quaternion
+from ..core.io.particles import AMPLITUDE_COLUMN
 from ..core.metrics import mahalanobis
 
 __all__ = ["LabelError", "Labels", "labels_from_table", "labels_from_npz", "labels_from_csv", "outlier_mask",
            "LabelScaler", "quaternion_l1", "target_loss", "amplitude_columns", "parse_mode_list"]
 
-_AMPLITUDE_COLUMN = re.compile(r"^cryoflexAmplitude(\d+)$")
+_AMPLITUDE_COLUMN = re.compile("^" + AMPLITUDE_COLUMN.replace("%d", r"(\d+)") + "$")
 
 
 class LabelError(ValueError):

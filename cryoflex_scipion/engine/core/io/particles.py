@@ -17,7 +17,10 @@ from ..ctf import CTFParams
 from ..geometry import euler_to_matrix, origin_to_shift
 from .star import StarBlock, StarError, read_star, write_star
 
-__all__ = ["ParticleTable", "read_particles", "resolve_path"]
+__all__ = ["ParticleTable", "read_particles", "resolve_path", "AMPLITUDE_COLUMN"]
+
+# Normal-mode amplitude columns of CryoFlex STAR files, named by mode number (cryoflexAmplitude7, ...).
+AMPLITUDE_COLUMN = "cryoflexAmplitude%d"
 
 _POSE = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 _ORIGIN_A = ("rlnOriginXAngst", "rlnOriginYAngst")
@@ -117,6 +120,21 @@ class ParticleTable:
                 raise FileNotFoundError("particle stack not found: %s (searched from %s)"
                                         % (name, self.base_dir or os.getcwd()))
             out[str(name)] = path
+        return out
+
+    def set_amplitudes(self, amplitudes, mode_numbers):
+        """Normal-mode amplitudes (N, M) as the :data:`AMPLITUDE_COLUMN` columns of ``mode_numbers``."""
+        for k, number in enumerate(mode_numbers):
+            self.extra[AMPLITUDE_COLUMN % int(number)] = np.asarray(amplitudes)[:, k]
+
+    def with_results(self, euler, origin_A, amplitudes=None, mode_numbers=None, data_root=None):
+        """A copy with new poses (and amplitudes), its image paths made absolute, to write elsewhere."""
+        out = self.subset(np.arange(len(self)))
+        resolved = self.resolved_files(data_root)
+        out.image_file = np.array([resolved[str(f)] for f in self.image_file])
+        out.euler, out.origin_A = euler, origin_A
+        if amplitudes is not None:
+            out.set_amplitudes(amplitudes, mode_numbers)
         return out
 
     # -- STAR output ----------------------------------------------------------
