@@ -1,36 +1,18 @@
-"""Shared command-line plumbing of the engine: devices, batches, progress, summaries."""
-import json
-import math
-import os
+"""Command-line glue of the engine: the options every command shares and ``fail``.
+
+Run-time services (progress, logging, batching, devices, summaries) live in
+:mod:`.core.runtime`; library modules import them from there, never from here.
+"""
 import sys
-import time
 
-import numpy as np
-import torch
+from .core import runtime
 
-__all__ = ["add_common_args", "select_device", "device_name", "Progress", "write_summary",
-           "run_batches", "log", "fail", "host_memory_gb", "gpu_ids"]
-
-
-def host_memory_gb():
-    """(current, peak) resident memory of this process in GB (Linux; zeros elsewhere)."""
-    try:
-        with open("/proc/self/status") as fh:
-            status = fh.read()
-        rss = int(status.split("VmRSS:")[1].split()[0]) / 1024.0 ** 2
-        hwm = int(status.split("VmHWM:")[1].split()[0]) / 1024.0 ** 2
-        return rss, hwm
-    except (OSError, IndexError, ValueError):
-        return 0.0, 0.0
-
-
-def log(msg):
-    print(msg, flush=True)
+__all__ = ["add_common_args", "fail", "select_device", "gpu_ids"]
 
 
 def fail(msg):
-    """Stop with a clear message (exit status 2) instead of a traceback."""
-    print("ERROR: %s" % msg, file=sys.stderr, flush=True)
+    """Stop with a clear one-line message (exit status 2) instead of a traceback."""
+    print("ERROR: %s" % " ".join(str(msg).split("\n")), file=sys.stderr, flush=True)
     sys.exit(2)
 
 
@@ -47,116 +29,16 @@ def add_common_args(parser, batch_size=64):
 
 
 def select_device(name, threads=0):
-    if threads and threads > 0:
-        torch.set_num_threads(threads)
-    if name == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        # cuFFT keeps a plan (with host memory) per distinct batch shape; batches that shrink as
-        # particles converge would otherwise fill a 4096-plan cache, gigabytes of host memory.
-        torch.backends.cuda.cufft_plan_cache.max_size = 32
-        return torch.device("cuda")
-    if name == "cuda":
-        fail("--device cuda was requested but torch sees no GPU (CUDA_VISIBLE_DEVICES=%r, torch %s)"
-             % (os.environ.get("CUDA_VISIBLE_DEVICES"), torch.__version__))
-    return torch.device("cpu")
-
-
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "cpu (%d threads)" % torch.get_num_threads()
-
-
-class Progress:
-    """Progress lines with rate and time left, at most every ``every`` seconds."""
-
-    def __init__(self, total, label, unit="particles", every=None):
-        every = float(os.environ.get("CRYOFLEX_PROGRESS_SECONDS", 10.0)) if every is None else every
-        self.total, self.label, self.unit, self.every = total, label, unit, every
-        self.done = 0
-        self.start = self._last = time.time()
-
-    def update(self, n):
-        self.done += n
-        now = time.time()
-        if now - self._last >= self.every or self.done >= self.total:
-            self._last = now
-            log(self.line())
-
-    def rate(self):
-        elapsed = max(time.time() - self.start, 1e-9)
-        return self.done / elapsed
-
-    def line(self):
-        rate = self.rate()
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        rss, _ = host_memory_gb()
-        return "%s: %d/%d %s (%.0f%%), %.1f %s/s, %s left, host memory %.2f GB" % (
-            self.label, self.done, self.total, self.unit, 100.0 * self.done / max(self.total, 1),
-            rate, self.unit, "%.0f s" % left if math.isfinite(left) else "?", rss)
-
-    def elapsed(self):
-        return time.time() - self.start
-
-
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().tolist()
-    raise TypeError("not JSON serialisable: %r" % type(x))
-
-
-def write_summary(path, data):
-    """Write the command's JSON summary (read back by the Scipion protocols)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=_jsonable)
-    os.replace(tmp, path)  # never leave a half-written summary behind
-
-
-def run_batches(n_items, batch_size, work, device, label="batches"):
-    """Call ``work(start, stop)`` over ``range(n_items)`` in batches.
-
-    On CUDA out-of-memory the batch size is halved and the same range retried,
-    so a too-large ``--batch-size`` degrades speed, not the run.  Returns the
-    batch size finally used.
-    """
-    start = 0
-    while start < n_items:
-        stop = min(start + batch_size, n_items)
-        try:
-            work(start, stop)
-        except torch.cuda.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            torch.cuda.empty_cache()
-            batch_size = max(1, batch_size // 2)
-            log("%s: GPU out of memory, batch size reduced to %d" % (label, batch_size))
-            continue
-        start = stop
-    return batch_size
+    """:func:`.core.runtime.select_device`, failing with a message."""
+    try:
+        return runtime.select_device(name, threads)
+    except runtime.EngineInputError as exc:
+        fail(str(exc))
 
 
 def gpu_ids(spec):
-    """Physical GPU ids for the workers.  Ids are positions among the visible GPUs, so that under
-    CUDA_VISIBLE_DEVICES=2,3 (set by Scipion or a queue) 'all' or '0,1' mean GPUs 2 and 3."""
-    if not spec:
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    visible = [v.strip() for v in visible.split(",") if v.strip()] if visible else \
-        [str(i) for i in range(torch.cuda.device_count())]
-    if spec.strip() == "all":
-        return visible
-    picked = []
-    for token in spec.replace(" ", ",").split(","):
-        if token:
-            i = int(token)
-            if i >= len(visible):
-                fail("--gpus asks for GPU %d but %d are visible" % (i, len(visible)))
-            picked.append(visible[i])
-    return picked
+    """:func:`.core.runtime.gpu_ids`, failing with a message."""
+    try:
+        return runtime.gpu_ids(spec)
+    except runtime.EngineInputError as exc:
+        fail(str(exc))

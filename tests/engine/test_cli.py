@@ -72,3 +72,22 @@ def test_atoms_command(tmp_path):
     assert main(["atoms", MODEL, "-o", out, "--selection", "name CA"]) == 0
     with np.load(out) as d:
         assert d["coords"].shape == (214, 3) and set(d["names"]) == {"CA"}
+
+
+def test_library_code_never_imports_the_command_line():
+    """Only the commands (argparse glue) and the entry point may import engine/cli.py."""
+    import ast
+    engine = os.path.join(os.path.dirname(cryoflex_scipion.__file__), "engine")
+    offenders = []
+    for folder, _, files in os.walk(engine):
+        rel = os.path.relpath(folder, engine)
+        if rel.split(os.sep)[0] == "commands":
+            continue
+        for name in files:
+            if not name.endswith(".py") or (rel == "." and name in ("cli.py", "__main__.py")):
+                continue
+            path = os.path.join(folder, name)
+            for node in ast.walk(ast.parse(open(path).read())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[-1] == "cli":
+                    offenders.append(os.path.relpath(path, engine))
+    assert offenders == []

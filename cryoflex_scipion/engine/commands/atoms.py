@@ -4,7 +4,8 @@ The .npz holds coordinates, elements, atom and residue names, residue ids,
 chain ids, B-factors and weights (electrons), so GPU nodes without ProDy can
 run every engine command on it.
 """
-from ..cli import fail, log
+from ..cli import fail
+from ..core.runtime import log
 from ..core.atoms import read_atoms
 
 

@@ -21,7 +21,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from ..cli import device_name, fail, log, select_device, write_summary
+from ..cli import fail, select_device
+from ..core.runtime import device_name, log, write_summary
 from ..core.atoms import read_atoms
 from ..core.io.mrc import MRCError, read_map, write_map
 from ..core.maps import box_centre

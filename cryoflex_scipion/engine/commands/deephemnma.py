@@ -19,7 +19,8 @@ import time
 import numpy as np
 import torch
 
-from ..cli import Progress, add_common_args, device_name, fail, gpu_ids, log, select_device, write_summary
+from ..cli import add_common_args, fail, gpu_ids, select_device
+from ..core.runtime import Progress, device_name, log, write_summary
 from ..core.geometry import euler_to_quaternion
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from ..cli import (Progress, add_common_args, device_name, fail, gpu_ids, host_memory_gb, log, run_batches,
-                   select_device, write_summary)
+from ..cli import add_common_args, fail, gpu_ids, select_device
+from ..core.runtime import Progress, device_name, host_memory_gb, log, run_batches, write_summary
 from ..core.atoms import read_atoms
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from ..cli import Progress, add_common_args, device_name, fail, log, select_device, write_summary
+from ..cli import add_common_args, fail, select_device
+from ..core.runtime import Progress, device_name, log, write_summary
 from ..core.atoms import AtomModel, deform, read_atoms
 from ..core.io.mrc import MRCError, write_map
 from ..core.io.particles import read_particles

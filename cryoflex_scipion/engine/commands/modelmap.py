@@ -8,7 +8,8 @@ with the model falls to zero there.
 """
 import numpy as np
 
-from ..cli import fail, log
+from ..cli import fail
+from ..core.runtime import log
 from ..core.atoms import read_atoms
 from ..core.io.mrc import MRCError, read_map, write_map
 from ..core.maps import centred_origin, model_map

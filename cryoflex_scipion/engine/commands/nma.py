@@ -10,7 +10,8 @@ import os
 
 import numpy as np
 
-from ..cli import Progress, add_common_args, fail, log, select_device, write_summary
+from ..cli import add_common_args, fail, select_device
+from ..core.runtime import Progress, log, write_summary
 from ..core.atoms import read_atoms
 from ..nma.analysis import collectivity, mode_scores, pearson, square_fluctuations
 from ..nma.elastic import DENSE_LIMIT, NetworkError, compute_modes, relative_cutoff, rtb_blocks, spatial_blocks

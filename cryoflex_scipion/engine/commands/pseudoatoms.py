@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-from ..cli import Progress, fail, log, select_device, write_summary
+from ..cli import fail, select_device
+from ..core.runtime import Progress, log, write_summary
 from ..core.atoms import AtomModel
 from ..core.io.mrc import MRCError, read_map, write_map
 from ..nma.formats import pdb_lines

@@ -10,7 +10,8 @@ import os
 import numpy as np
 import torch
 
-from ..cli import Progress, add_common_args, device_name, fail, log, select_device, write_summary
+from ..cli import add_common_args, fail, select_device
+from ..core.runtime import Progress, device_name, log, write_summary
 from ..core.fourier import fourier_resize
 from ..core.io.mrc import MRCError, read_map, write_map
 from ..core.io.particles import read_particles

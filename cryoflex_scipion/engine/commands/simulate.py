@@ -12,7 +12,8 @@ import os
 import numpy as np
 import torch
 
-from ..cli import Progress, add_common_args, device_name, fail, log, run_batches, select_device, write_summary
+from ..cli import add_common_args, fail, select_device
+from ..core.runtime import Progress, device_name, log, run_batches, write_summary
 from ..core.atoms import read_atoms
 from ..core.io.mrc import StackWriter, write_map
 from ..core.io.particles import ParticleTable

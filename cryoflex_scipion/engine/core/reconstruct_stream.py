@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ..cli import run_batches
+from .runtime import run_batches
 from .fourier import fourier_resize
 from .io.stack import ImageSource
 from .reconstruction import Backprojector

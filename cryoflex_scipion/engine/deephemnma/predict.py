@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ..cli import run_batches
+from ..core.runtime import run_batches
 from ..core.geometry import canonical_quaternion, quaternion_to_euler
 
 __all__ = ["autocast", "infer", "predict_images", "predict_particles", "to_pose"]

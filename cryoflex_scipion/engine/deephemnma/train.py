@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..cli import log
+from ..core.runtime import log
 from ..core.geometry import angular_distance, quaternion_to_matrix
 from .augment import apply_turn, rotate_images_exact, turn_factors
 from .labels import LabelScaler, target_loss

@@ -16,7 +16,7 @@
 import numpy as np
 import torch
 
-from ..cli import run_batches
+from ..core.runtime import run_batches
 from .grid import nearest_resample
 from .subvoxels import SubvoxelSource
 from .train import bf16_autocast, pearson

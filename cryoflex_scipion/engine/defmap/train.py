@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..cli import log
+from ..core.runtime import log
 from .labels import voxel_labels
 from .network import DefmapNet
 from .preprocess import prepare_map
