@@ -10,15 +10,12 @@ box; see cryoflex_scipion.engine.core.simulation for the noise model.
 import os
 
 import numpy as np
-import torch
 
 from ..cli import add_common_args, fail, select_device
-from ..core.runtime import Progress, device_name, log, run_batches, write_summary
 from ..core.atoms import read_atoms
-from ..core.io.mrc import StackWriter, write_map
-from ..core.io.particles import ParticleTable
-from ..core.projection import gaussian_volume
-from ..core.simulation import Conformations, SimulationSettings, add_noise, render_batch, sample_parameters
+from ..core.outputs import SUMMARY, Simulate
+from ..core.runtime import device_name, log, write_summary
+from ..core.simulation import Conformations, SimulationSettings, simulate_particles
 
 
 def _floats(text):
@@ -117,73 +114,21 @@ def main(args):
         log("WARNING: the model reaches %.0f A from its centre but the box half-width is %.0f A: "
             "images will be cut (increase --box or --apix)" % (radius, args.box * args.apix / 2))
 
-    os.makedirs(args.out, exist_ok=True)
-    params = sample_parameters(settings, conformations)
-    n = settings.n_particles
     log("simulating %d particles of %d px at %.3f A/px from %d atoms (%s) on %s"
-        % (n, args.box, args.apix, len(model), conformations.kind, device_name(device)))
-    stack_path = os.path.join(args.out, "particles.mrcs")
-    measured = np.full(n, np.nan)
-    progress = Progress(n, "simulate")
-    gen = torch.Generator(device=device)
-
-    with StackWriter(stack_path, n, args.box, args.apix) as writer:
-        def work(start, stop):
-            index = np.arange(start, stop)
-            gen.manual_seed(args.seed * 1000003 + start)  # reproducible for a given batch size
-            proj, ctf = render_batch(conformations, settings, params, index, device)
-            images, _, snr = add_noise(proj, ctf, settings.snr, settings.noise_before_ctf, gen)
-            writer.write(images.cpu().numpy())
-            if snr is not None:
-                measured[index] = snr.cpu().numpy()
-            progress.update(len(index))
-        used_batch = run_batches(n, args.batch_size, work, device, "simulate")
-
-    table = ParticleTable(np.full(n, "particles.mrcs"), np.arange(n), np.full(n, args.apix),
-                          np.full(n, args.box), params["euler"], params["origin_A"],
-                          params["ctf"] if settings.ctf else None, np.ones(n, dtype=np.int64),
-                          base_dir=args.out)
-    table.to_star(os.path.join(args.out, "particles.star"))
-    _write_ground_truth(os.path.join(args.out, "ground_truth.csv"), params, conformations)
-
-    ref = gaussian_volume(torch.as_tensor(model.coords - center, device=device), model.weights,
-                          settings.atom_sigma(), args.box, args.apix)
-    map_origin = tuple(center - (args.box // 2) * args.apix)
-    write_map(os.path.join(args.out, "reference.mrc"), ref.cpu().numpy(), args.apix, map_origin)
-
+        % (settings.n_particles, args.box, args.apix, len(model), conformations.kind, device_name(device)))
+    _, facts = simulate_particles(args.out, conformations, settings, device, args.batch_size)
     summary = {
-        "command": "simulate", "n_particles": n, "box": args.box, "apix": args.apix,
-        "n_atoms": len(model), "conformations": conformations.kind,
-        "snr_requested": settings.snr,
-        "snr_measured_mean": None if settings.snr is None else float(np.mean(measured)),
-        "noise_before_ctf": settings.noise_before_ctf, "ctf": settings.ctf, "atom_sigma_A": settings.atom_sigma(),
-        "model_center_A": center.tolist(), "reference_map_origin_A": list(map_origin),
-        "device": device_name(device), "batch_size": used_batch, "seed": args.seed,
-        "seconds": progress.elapsed(), "particles_per_second": progress.rate(),
-        "files": {"stack": "particles.mrcs", "star": "particles.star", "ground_truth": "ground_truth.csv",
-                  "reference_map": "reference.mrc"},
+        "command": "simulate", "n_particles": settings.n_particles, "box": args.box, "apix": args.apix,
+        "n_atoms": len(model), "conformations": conformations.kind, "snr_requested": settings.snr,
+        "snr_measured_mean": facts["snr_measured_mean"], "noise_before_ctf": settings.noise_before_ctf,
+        "ctf": settings.ctf, "atom_sigma_A": settings.atom_sigma(), "model_center_A": center.tolist(),
+        "reference_map_origin_A": facts["reference_map_origin_A"], "device": device_name(device),
+        "batch_size": facts["batch_size"], "seed": args.seed, "seconds": facts["seconds"],
+        "particles_per_second": facts["particles_per_second"], "files": Simulate.FILES,
     }
-    write_summary(os.path.join(args.out, "summary.json"), summary)
+    write_summary(os.path.join(args.out, SUMMARY), summary)
     log("done: %d particles in %.1f s (%.1f/s)%s" % (
-        n, progress.elapsed(), progress.rate(),
-        "" if settings.snr is None else ", measured SNR %.4f (requested %.4f)" % (np.mean(measured), settings.snr)))
+        settings.n_particles, facts["seconds"], facts["particles_per_second"],
+        "" if settings.snr is None else ", measured SNR %.4f (requested %.4f)" % (facts["snr_measured_mean"],
+                                                                                   settings.snr)))
     return 0
-
-
-def _write_ground_truth(path, params, conformations):
-    n = len(params["euler"])
-    cols = {"index": np.arange(1, n + 1), "rot": params["euler"][:, 0], "tilt": params["euler"][:, 1],
-            "psi": params["euler"][:, 2], "originX_A": params["origin_A"][:, 0],
-            "originY_A": params["origin_A"][:, 1],
-            "defocusU": np.broadcast_to(params["ctf"].defocus_u, (n,)),
-            "defocusV": np.broadcast_to(params["ctf"].defocus_v, (n,)),
-            "defocusAngle": np.broadcast_to(params["ctf"].defocus_angle, (n,))}
-    labels = params["labels"]
-    if conformations.kind == "modes":
-        for k in range(labels.shape[1]):
-            cols["amplitude_%d" % (k + 1)] = labels[:, k]
-    elif conformations.kind == "frames":
-        cols["frame"] = labels
-    header = ",".join(cols)
-    data = np.stack([np.asarray(v, dtype=np.float64) for v in cols.values()], -1)
-    np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.17g")

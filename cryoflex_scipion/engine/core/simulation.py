@@ -21,6 +21,7 @@ normal modes with random amplitudes, or frames of a trajectory (a list of
 structures with the same atoms); every conformation is centred with the same
 offset (the reference's centre of mass), so their relative motion is kept.
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,14 @@ from .atoms import deform
 from .ctf import CTFParams, compute_ctf
 from .fourier import fft_centered, ifft_centered
 from .geometry import euler_to_matrix, matrix_to_euler, origin_to_shift, random_rotations
-from .projection import project_gaussians
+from .io.mrc import StackWriter, write_map
+from .io.particles import ParticleTable
+from .outputs import Simulate
+from .projection import gaussian_volume, project_gaussians
+from .runtime import Progress, run_batches
 
-__all__ = ["SimulationSettings", "Conformations", "sample_parameters", "render_batch", "add_noise"]
+__all__ = ["SimulationSettings", "Conformations", "sample_parameters", "render_batch", "add_noise",
+           "simulate_particles", "write_ground_truth"]
 
 
 @dataclass
@@ -164,3 +170,68 @@ def add_noise(projections, ctf, snr, noise_before_ctf, generator):
             torch.sqrt(after_fraction * sigma2)[:, None, None]
     measured = var_signal / noise.var(dim=(-2, -1), unbiased=False)
     return clean + noise, clean, measured
+
+
+def simulate_particles(out, conformations, settings, device, batch_size=128, progress=None):
+    """Simulate ``settings.n_particles`` particles into the folder ``out`` (names in
+    :class:`.outputs.Simulate`): the stack (written batch by batch, never all in memory), the
+    RELION 3.1 STAR with poses and CTF, the ground truth (:func:`write_ground_truth`) and the
+    noiseless map of the reference conformation in the same box, placed over the input model.
+
+    Returns ``(params, facts)``: the sampled ground truth (:func:`sample_parameters`) and a dict
+    for the summary (measured SNR, batch size used, map origin, times).
+    """
+    os.makedirs(out, exist_ok=True)
+    params = sample_parameters(settings, conformations)
+    n, size, apix = settings.n_particles, settings.size, settings.apix
+    measured = np.full(n, np.nan)
+    progress = progress or Progress(n, "simulate")
+    gen = torch.Generator(device=device)
+    with StackWriter(os.path.join(out, Simulate.STACK), n, size, apix) as writer:
+        def work(start, stop):
+            index = np.arange(start, stop)
+            gen.manual_seed(settings.seed * 1000003 + start)  # reproducible for a given batch size
+            proj, ctf = render_batch(conformations, settings, params, index, device)
+            images, _, snr = add_noise(proj, ctf, settings.snr, settings.noise_before_ctf, gen)
+            writer.write(images.cpu().numpy())
+            if snr is not None:
+                measured[index] = snr.cpu().numpy()
+            progress.update(len(index))
+        used_batch = run_batches(n, batch_size, work, device, "simulate")
+
+    table = ParticleTable(np.full(n, Simulate.STACK), np.arange(n), np.full(n, apix), np.full(n, size),
+                          params["euler"], params["origin_A"], params["ctf"] if settings.ctf else None,
+                          np.ones(n, dtype=np.int64), base_dir=out)
+    table.to_star(os.path.join(out, Simulate.STAR))
+    write_ground_truth(os.path.join(out, Simulate.GROUND_TRUTH), params, conformations)
+    ref = gaussian_volume(torch.as_tensor(conformations.reference - conformations.center, device=device),
+                          conformations.weights, settings.atom_sigma(), size, apix)
+    map_origin = tuple(conformations.center - (size // 2) * apix)
+    write_map(os.path.join(out, Simulate.REFERENCE_MAP), ref.cpu().numpy(), apix, map_origin)
+    facts = {"snr_measured_mean": None if settings.snr is None else float(np.mean(measured)),
+             "batch_size": used_batch, "reference_map_origin_A": list(map_origin),
+             "seconds": progress.elapsed(), "particles_per_second": progress.rate()}
+    return params, facts
+
+
+def write_ground_truth(path, params, conformations, extra=None):
+    """Per-particle ground truth as CSV: index (1-based), angles, RELION origin (A), defocus, and the
+    normal-mode amplitudes (``amplitude_<k>``) or the trajectory frame (``frame``, 0-based), plus
+    the ``extra`` columns given (name -> per-particle values)."""
+    n = len(params["euler"])
+    cols = {"index": np.arange(1, n + 1), "rot": params["euler"][:, 0], "tilt": params["euler"][:, 1],
+            "psi": params["euler"][:, 2], "originX_A": params["origin_A"][:, 0],
+            "originY_A": params["origin_A"][:, 1],
+            "defocusU": np.broadcast_to(params["ctf"].defocus_u, (n,)),
+            "defocusV": np.broadcast_to(params["ctf"].defocus_v, (n,)),
+            "defocusAngle": np.broadcast_to(params["ctf"].defocus_angle, (n,))}
+    labels = params["labels"]
+    if conformations.kind == "modes":
+        for k in range(labels.shape[1]):
+            cols["amplitude_%d" % (k + 1)] = labels[:, k]
+    elif conformations.kind == "frames":
+        cols["frame"] = labels
+    cols.update(extra or {})
+    header = ",".join(cols)
+    data = np.stack([np.asarray(v, dtype=np.float64) for v in cols.values()], -1)
+    np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.17g")
