@@ -1,5 +1,7 @@
 """MRC, STAR and particle tables, with the real RELION/cryoSPARC files in tests/data."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -150,3 +152,109 @@ def test_star_without_particles_is_a_clear_error(tmp_path):
                     "data_particles\nloop_\n_rlnImageName #1\n_rlnOpticsGroup #2\n")
     with pytest.raises(StarError, match="holds no particles"):
         read_particles(str(path))
+
+
+# -- StackWriter: positioned writes, headers as mrcfile writes them, stacks over 2 GiB -----------------
+
+def _writer_stack(path, data, apix):
+    with StackWriter(path, len(data), data.shape[-1], apix) as w:
+        for start in range(0, len(data), 3):
+            w.write(data[start:start + 3])
+
+
+def test_stack_writer_header_matches_mrcfile(tmp_path):
+    import mrcfile
+    data = np.random.default_rng(1).normal(2.0, 3.0, (7, 12, 12)).astype(np.float32)
+    ours, ref = str(tmp_path / "ours.mrcs"), str(tmp_path / "ref.mrcs")
+    _writer_stack(ours, data, 1.7)
+    with mrcfile.new(ref) as m:
+        m.set_data(data)
+        m.set_image_stack()
+        m.voxel_size = 1.7
+        m.update_header_stats()
+    with mrcfile.open(ours, permissive=False) as a, mrcfile.open(ref) as b:
+        assert a.is_image_stack() and a.header.ispg == 0 and a.header.mz == 1
+        assert np.array_equal(a.data, data)
+        assert a.voxel_size.x == pytest.approx(1.7) and a.voxel_size.z == pytest.approx(1.7)
+        for name in a.header.dtype.names:
+            x, y = a.header[name], b.header[name]
+            if name == "label":  # 'Created by mrcfile.py' + the time
+                assert bytes(x[0])[:21] == bytes(y[0])[:21] == b"Created by mrcfile.py"
+            elif name in ("dmean", "rms", "dmin", "dmax"):
+                assert float(x) == pytest.approx(float(y), rel=1e-5), name
+            else:
+                assert np.array_equal(np.asarray(x), np.asarray(y)), name
+        assert a.extended_header.nbytes == 0
+    assert os.path.getsize(ours) == os.path.getsize(ref)
+
+
+def test_stack_writer_positions_and_checks(tmp_path):
+    path = str(tmp_path / "s.mrcs")
+    w = StackWriter(path, 6, 8, 1.0)
+    assert w.write(np.full((2, 8, 8), 4, np.float32), start=4) == 6       # last batch first
+    w.write(np.full((8, 8), 0, np.float32), start=0)                       # one image
+    with pytest.raises(ValueError, match="image 4 written twice"):
+        w.write(np.zeros((2, 8, 8), np.float32), start=4)
+    with pytest.raises(ValueError, match="outside the declared 6"):
+        w.write(np.zeros((3, 8, 8), np.float32), start=4)
+    with pytest.raises(ValueError, match="shape"):
+        w.write(np.zeros((1, 9, 9), np.float32), start=1)
+    w.write(np.stack([np.full((8, 8), i, np.float32) for i in (1, 2)]), start=1)
+    with pytest.raises(ValueError, match="5 of 6 images written \\(image 3 is missing\\)"):
+        w.close()
+    assert w.written == 5
+
+    with StackWriter(path, 4, 8, 1.0) as w:  # several writers' batches in any order
+        for start in (2, 0, 3, 1):
+            w.write(np.full((1, 8, 8), start, np.float32), start=start)
+    handle, info = open_stack(path)
+    try:
+        assert [float(handle.data[i].mean()) for i in range(4)] == [0, 1, 2, 3]
+        assert float(handle.header.dmax) == 3 and float(handle.header.dmean) == pytest.approx(1.5)
+    finally:
+        handle.close()
+
+
+def test_stack_over_2_gib_sparse(tmp_path):
+    """33,000 images of 128 px (2.16 GB, a sparse file): a first and a last batch written at their places,
+    read back with mrcfile and with the engine's ImageSource beyond 2 GiB."""
+    import mrcfile
+    from cryoflex_scipion.engine.core.io.particles import ParticleTable
+    n, size = 33000, 128
+    path = str(tmp_path / "big.mrcs")
+    rng = np.random.default_rng(2)
+    first = rng.standard_normal((3, size, size)).astype(np.float32)
+    last = rng.standard_normal((5, size, size)).astype(np.float32) + 7
+    w = StackWriter(path, n, size, 1.25)
+    w.write(last, start=n - 5)
+    w.write(first, start=0)
+    w.close(allow_unwritten=True)
+    assert os.path.getsize(path) == 1024 + n * size * size * 4 > 2 ** 31
+    assert os.stat(path).st_blocks * 512 < 50e6  # only the written batches take disk space
+
+    with mrcfile.open(path, header_only=True, permissive=True) as m:
+        h = m.header
+        assert (int(h.nz), int(h.ny), int(h.nx), int(h.mode), int(h.ispg)) == (n, size, size, 2, 0)
+        assert m.voxel_size.x == pytest.approx(1.25)
+        assert float(h.dmax) == pytest.approx(float(last.max()))
+    if np.lib.NumpyVersion(np.__version__) < "2.0.0":  # mrcfile 1.4.3's memory map overflows int32 on numpy 2
+        with mrcfile.mmap(path, mode="r", permissive=True) as m:
+            assert m.data.shape == (n, size, size) and m.header.mode == 2 and m.is_image_stack()
+            assert m.voxel_size.x == pytest.approx(1.25)
+            assert np.array_equal(m.data[n - 5:], last) and np.array_equal(m.data[:3], first)
+            assert not m.data[n // 2].any()
+
+    index = np.array([n - 1, 1, n - 4, 2, n // 2])
+    table = ParticleTable(np.array([path] * len(index)), index, np.full(len(index), 1.25),
+                          np.full(len(index), size))
+    with ImageSource(table) as src:
+        images = src.read(np.arange(len(index)))
+    assert np.array_equal(images[0], last[4]) and np.array_equal(images[2], last[1])
+    assert np.array_equal(images[1], first[1]) and np.array_equal(images[3], first[2])
+    assert not images[4].any()
+    handle, info = open_stack(path)
+    try:
+        assert info.shape == (n, size, size) and info.apix == pytest.approx(1.25)
+        assert np.array_equal(handle.data[n - 1], last[4])
+    finally:
+        handle.close()

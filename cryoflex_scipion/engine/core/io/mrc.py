@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MRCError", "MapInfo", "read_map", "write_map", "map_info", "open_stack", "StackWriter"]
+__all__ = ["MRCError", "MapInfo", "read_map", "write_map", "map_info", "open_stack", "stack_header", "StackWriter"]
 
 
 class MRCError(ValueError):
@@ -35,28 +35,80 @@ def _mrcfile():
     return mrcfile
 
 
+class _MappedStack:
+    """An MRC file's header with its data as a read-only ``numpy.memmap``.
+
+    mrcfile 1.4.3 computes the data size of a memory-mapped file from the header's int32 fields, which
+    overflows under numpy 2 for files over 2 GiB (``OverflowError ... out of bounds for int32``).  Here
+    mrcfile reads the header only; offset, shape and the file-size check use Python integers.
+    """
+
+    def __init__(self, header, voxel_size, data):
+        self.header, self.voxel_size, self.data = header, voxel_size, data
+
+    def close(self):
+        self.data = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+
 def _open(path, mmap=False):
     mrcfile = _mrcfile()
     if not os.path.exists(path):
         raise MRCError("%s: file not found" % path)
-    opener = mrcfile.mmap if mmap else mrcfile.open
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            handle = opener(path, mode="r", permissive=True)
+            handle = mrcfile.open(path, mode="r", permissive=True, header_only=mmap)
         except Exception as exc:  # mrcfile raises ValueError/OSError/IndexError on broken files
             raise MRCError("%s: not a readable MRC file (%s)" % (path, exc)) from exc
+        if mmap:
+            handle = _map_data(path, handle)
     problems = tuple(str(w.message) for w in caught)
     if handle.data is None:
         handle.close()
         raise MRCError("%s: MRC header is invalid and the data cannot be interpreted (%s)"
                        % (path, "; ".join(problems) or "unknown mode or size"))
-    expected = handle.header.nx * handle.header.ny * handle.header.nz
+    expected = int(handle.header.nx) * int(handle.header.ny) * int(handle.header.nz)
     if handle.data.size != expected:
         handle.close()
         raise MRCError("%s: header declares %d x %d x %d values but the file holds %d"
                        % (path, handle.header.nx, handle.header.ny, handle.header.nz, handle.data.size))
     return handle, problems
+
+
+def _map_data(path, header_handle):
+    """A :class:`_MappedStack` of a file whose header mrcfile has read (``header_only``)."""
+    from mrcfile import utils
+    header = header_handle.header
+    try:
+        voxel_size = header_handle.voxel_size
+    finally:
+        header_handle.close()
+    if header is None:
+        return _MappedStack(None, None, None)
+    try:
+        dtype = utils.data_dtype_from_header(header)
+    except ValueError as exc:
+        warnings.warn("%s - data block not read" % exc, RuntimeWarning)
+        return _MappedStack(header, voxel_size, None)
+    shape = tuple(int(s) for s in utils.data_shape_from_header(header))
+    offset = int(header.nbytes) + int(header.nsymbt)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    available = os.path.getsize(path) - offset
+    if nbytes > available:
+        warnings.warn("the file holds %d data bytes but its header declares %d" % (max(available, 0), nbytes),
+                      RuntimeWarning)
+        return _MappedStack(header, voxel_size, None)
+    if nbytes < available:
+        warnings.warn("MRC file is %d bytes larger than expected" % (available - nbytes), RuntimeWarning)
+    data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if nbytes else \
+        np.zeros(shape, dtype=dtype)
+    return _MappedStack(header, voxel_size, data)
 
 
 def _apix(handle):
@@ -141,50 +193,145 @@ def open_stack(path):
     return handle, MapInfo(tuple(int(s) for s in shape), _apix(handle), _origin(handle), problems)
 
 
-class StackWriter:
-    """Write ``n`` images of ``size`` x ``size`` to a new .mrcs in batches (memory-mapped)."""
+def stack_header(n, size, apix, origin=(0.0, 0.0, 0.0)):
+    """The 1024-byte MRC header (numpy record) of a float32 stack of ``n`` images of ``size`` px.
 
-    def __init__(self, path, n, size, apix):
-        mrcfile = _mrcfile()
+    mrcfile builds it as ``mrcfile.new`` + ``set_data`` + ``set_image_stack`` would (ispg 0, mz 1, so
+    RELION and mrcfile read an image stack), from a zero-stride array of the declared shape: no data is
+    allocated or mapped.  Statistics are mrcfile's "not computed" values until :class:`StackWriter`
+    sets them.
+    """
+    from mrcfile.mrcinterpreter import MrcInterpreter
+    mrc = MrcInterpreter()
+    mrc._create_default_attributes()
+    mrc._set_new_data(np.broadcast_to(np.zeros((), np.float32), (int(n), int(size), int(size))))
+    mrc.update_header_from_data()
+    mrc.set_image_stack()
+    mrc.voxel_size = apix
+    mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = origin
+    header = mrc.header
+    mrc._set_new_data(np.empty(0, np.float32))
+    return header
+
+
+def _pwrite(fd, buf, offset):
+    """Write all of ``buf`` at ``offset`` (a write may be short: Linux caps one at about 2 GiB)."""
+    view = memoryview(buf).cast("B")
+    while len(view):
+        if hasattr(os, "pwrite"):
+            done = os.pwrite(fd, view, offset)
+        else:  # pragma: no cover - Windows
+            os.lseek(fd, offset, os.SEEK_SET)
+            done = os.write(fd, view)
+        view, offset = view[done:], offset + done
+
+
+class StackWriter:
+    """Write a new float32 .mrcs of ``n`` images of ``size`` x ``size`` px, batch by batch.
+
+    The header is written at once for the declared shape (the file is extended to its full size, sparse
+    where the file system allows); images go to their place with positioned writes, so memory stays
+    bounded by a batch and nothing depends on memory-mapping the file (mrcfile's memory map overflows
+    int32 under numpy 2 for stacks over 2 GiB).  :meth:`write` appends after the last batch, or puts a
+    batch at an explicit ``start`` index (batches from several workers, in any order).  Header statistics
+    (min, max, mean, rms) are accumulated over the batches and written by :meth:`close`, which checks
+    that every image was written exactly once (``allow_unwritten=True`` leaves missing images as zeros,
+    counted in the statistics).  Use it as a context manager: on an exception the file is closed
+    without the check.
+    """
+
+    HEADER_BYTES = 1024
+
+    def __init__(self, path, n, size, apix, origin=(0.0, 0.0, 0.0)):
+        if n < 1 or size < 1:
+            raise ValueError("%s: a stack needs at least one image of at least 1 px (got %d x %d px)"
+                             % (path, n, size))
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.path, self.n = path, n
-        self._handle = mrcfile.new_mmap(path, shape=(n, size, size), mrc_mode=2, overwrite=True)
-        self._handle.set_image_stack()
-        self._handle.voxel_size = apix
+        self.path, self.n, self.size = path, int(n), int(size)
+        self._header = stack_header(n, size, apix, origin)
+        self._image_bytes = self.size * self.size * 4
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        self._fd = os.open(path, flags, 0o666)
+        try:
+            os.ftruncate(self._fd, self.HEADER_BYTES + self.n * self._image_bytes)
+            self.write_header()
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
+        self._written = np.zeros(self.n, dtype=bool)
         self._next = 0
         # Header statistics accumulated batch by batch: recomputing them at the end
         # would read the whole stack back from disk.
         self._min, self._max, self._sum, self._sumsq = np.inf, -np.inf, 0.0, 0.0
 
-    def write(self, images):
+    @property
+    def written(self):
+        """Number of images written so far."""
+        return int(self._written.sum())
+
+    def write(self, images, start=None):
+        """Write a batch ``(k, size, size)`` (or one image) at index ``start`` (default: after the last
+        batch); returns the index after it.  Raises ValueError for a wrong shape, a batch past the
+        declared end or an image written twice."""
+        if self._fd is None:
+            raise ValueError("%s: the stack writer is closed" % self.path)
         images = np.asarray(images, dtype=np.float32)
-        end = self._next + images.shape[0]
-        if end > self.n:
-            raise ValueError("%s: writing past the declared %d images" % (self.path, self.n))
-        self._handle.data[self._next:end] = images
+        if images.ndim == 2:
+            images = images[None]
+        if images.shape[1:] != (self.size, self.size):
+            raise ValueError("%s: images of shape %s for a stack of %d x %d px"
+                             % (self.path, images.shape[1:], self.size, self.size))
+        start = self._next if start is None else int(start)
+        end = start + images.shape[0]
+        if start < 0 or end > self.n:
+            raise ValueError("%s: images %d-%d are outside the declared %d" % (self.path, start, end - 1, self.n))
+        if self._written[start:end].any():
+            again = start + int(np.argmax(self._written[start:end]))
+            raise ValueError("%s: image %d written twice" % (self.path, again))
+        if images.shape[0] == 0:
+            return end
+        images = np.ascontiguousarray(images, dtype=np.dtype(np.float32).newbyteorder(
+            self._header.mode.dtype.byteorder))
+        _pwrite(self._fd, images, self.HEADER_BYTES + start * self._image_bytes)
+        self._written[start:end] = True
         self._next = end
         self._min = min(self._min, float(images.min()))
         self._max = max(self._max, float(images.max()))
-        self._sum += float(images.sum(dtype=np.float64))
-        flat = images.reshape(-1)
-        self._sumsq += float(np.dot(flat.astype(np.float64), flat))
+        flat = images.reshape(-1).astype(np.float64)
+        self._sum += float(flat.sum())
+        self._sumsq += float(np.dot(flat, flat))
+        return end
 
     def _set_stats(self):
-        count = float(self.n) * self._handle.data.shape[-1] * self._handle.data.shape[-2]
+        unwritten = self.n - self.written
+        lo, hi = (self._min, self._max) if not unwritten else (min(self._min, 0.0), max(self._max, 0.0))
+        count = float(self.n) * self.size * self.size  # unwritten images are zeros
         mean = self._sum / count
-        header = self._handle.header
-        header.dmin, header.dmax, header.dmean = self._min, self._max, mean
+        header = self._header
+        header.dmin, header.dmax, header.dmean = lo, hi, mean
         header.rms = np.sqrt(max(self._sumsq / count - mean * mean, 0.0))
 
-    def close(self):
-        if self._handle is not None:
-            if self._next != self.n:
-                self._handle.close()
-                self._handle = None
-                raise ValueError("%s: %d of %d images written" % (self.path, self._next, self.n))
+    def write_header(self):
+        """(Re)write the header; with statistics once :meth:`close` has set them."""
+        _pwrite(self._fd, self._header.tobytes(), 0)
+
+    def close(self, allow_unwritten=False):
+        """Write the statistics into the header and close; ValueError when images are missing (unless
+        ``allow_unwritten``: they stay zeros)."""
+        if self._fd is None:
+            return
+        try:
+            missing = self.n - self.written
+            if missing and not allow_unwritten:
+                first = int(np.argmin(self._written))
+                raise ValueError("%s: %d of %d images written (image %d is missing)"
+                                 % (self.path, self.n - missing, self.n, first))
             self._set_stats()
-            self._handle.close()
-            self._handle = None
+            self.write_header()
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self):
         return self
@@ -192,6 +339,6 @@ class StackWriter:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
-        elif self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        elif self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
