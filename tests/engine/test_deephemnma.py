@@ -1,6 +1,7 @@
 """DeepHEMNMA engine: pose conversions of predictions, the augmentation rule checked with projections,
 label handling, checkpoint resume, and a short training that must beat the predict-the-mean baseline."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -12,9 +13,9 @@ from cryoflex_scipion.engine.core.fourier import rotate_images
 from cryoflex_scipion.engine.core.metrics import image_correlation
 from cryoflex_scipion.engine.core.projection import project_gaussians
 from cryoflex_scipion.engine.deephemnma import (DeepHEMNMANet, Labels, LabelScaler, ParticleImages, TrainConfig,
-                                                TrainingData, count_parameters, labels_from_csv, outlier_mask,
-                                                predict_images, quaternion_l1, rotate_images_exact, rotate_labels,
-                                                to_pose, train)
+                                                TrainingData, TrainingJob, count_parameters, labels_from_csv,
+                                                outlier_mask, predict_images, quaternion_l1, rotate_images_exact,
+                                                rotate_labels, run_job, to_pose, train)
 from cryoflex_scipion.engine.nma.elastic import compute_modes
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
@@ -166,6 +167,45 @@ def test_checkpoint_resume_is_identical(tmp_path):
         torch.manual_seed(0)
         train(_tiny_data(), DeepHEMNMANet(2, blocks=(1, 1), width=8, features=16, hidden=(16, 8)), config,
               checkpoint=ckpt)
+
+
+def test_rerun_resumes_only_for_the_same_inputs_and_settings(tmp_path, capsys):
+    """A rerun of a finished job with the same inputs and settings resumes (no epoch trained, same
+    network); with other labels, other particle images or another number of epochs it trains from
+    scratch (the old checkpoint moved aside) instead of returning the old network; a speed setting
+    (checkpoint interval, validation batch) does not count."""
+    data = _tiny_data(n=32, size=16)
+    config = TrainConfig(epochs=2, batch_size=8, warmup_epochs=1)
+    net_config = _tiny_net().config
+    ckpt = str(tmp_path / "checkpoint.pt")
+
+    def job(labels=data.labels, images=None, **settings):
+        images = data.images.cache.numpy() if images is None else images
+        cfg = TrainConfig(**{**config.__dict__, **settings})
+        return TrainingJob(images, labels, data.train, data.val, 16, net_config, cfg, checkpoint=ckpt)
+
+    net, hist, _ = run_job(job())
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    capsys.readouterr()
+    again, hist_again, _ = run_job(job(checkpoint_seconds=60.0, eval_batch_size=5))
+    assert "resumed from %s after epoch 2" % ckpt in capsys.readouterr().out
+    assert hist_again == hist and all(torch.equal(v, again.state_dict()[k]) for k, v in weights.items())
+
+    rng = np.random.default_rng(5)
+    other_labels = Labels(rng.normal(size=(32, 2)), data.labels.euler, data.labels.origin_A, [7, 8])
+    shutil.copy(ckpt, ckpt + ".first")
+    for changed, differs in ((job(labels=other_labels), "(differs in: inputs.labels, inputs.scaler."),
+                             (job(images=np.flip(data.images.cache.numpy(), 0).copy()),
+                              "other inputs (differs in: inputs.images.images)"),
+                             (job(epochs=3), "other training settings (differs in: training.epochs)")):
+        shutil.copy(ckpt + ".first", ckpt)  # the first run's checkpoint each time
+        new, hist_new, _ = run_job(changed)
+        out = capsys.readouterr().out
+        assert "was written for" in out and differs in out and "starting from scratch" in out, out
+        assert "resumed" not in out and os.path.exists(ckpt + ".stale")
+        strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+        assert len(hist_new) == changed.config.epochs and strip(hist_new[:2]) != strip(hist)  # not continued
+        assert torch.load(ckpt, weights_only=True)["state"]["epoch"] == changed.config.epochs
 
 
 def test_time_limit_plans_epochs(tmp_path):

@@ -2,6 +2,7 @@
 particles, training from a labelled STAR, and bad inputs (clear one-line errors, exit status 2)."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -40,12 +41,16 @@ def sim(tmp_path_factory):
     return _simulate(str(tmp_path_factory.mktemp("dh") / "sim"), 40, 32, 2.5)
 
 
+def _train_args(sim, out, epochs=2):
+    return ["deephemnma", "train", "--particles", os.path.join(sim, "particles.star"), "--labels-csv",
+            os.path.join(sim, "ground_truth.csv"), "--modes-list", "7-8", "--size", "24", "--epochs", str(epochs),
+            "--val-count", "8", "--reference", "adk CA, ANM 7-8", "-o", out] + TINY
+
+
 @pytest.fixture(scope="module")
 def trained(sim, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("dh_train") / "train")
-    assert main(["deephemnma", "train", "--particles", os.path.join(sim, "particles.star"), "--labels-csv",
-                 os.path.join(sim, "ground_truth.csv"), "--modes-list", "7-8", "--size", "24", "--epochs", "2",
-                 "--val-count", "8", "--reference", "adk CA, ANM 7-8", "-o", out] + TINY) == 0
+    assert main(_train_args(sim, out)) == 0
     return out
 
 
@@ -75,6 +80,23 @@ def test_train_outputs(trained):
     assert summary["epochs"] == 2 and summary["modes"] == [7, 8]
     curve = open(os.path.join(trained, "curves.csv")).read().splitlines()
     assert curve[0].startswith("epoch,lr,train_loss") and len(curve) == 3
+
+
+def test_rerun_resumes_or_trains_again(sim, trained, tmp_path, capsys):
+    """Rerunning 'deephemnma train' into a folder with a checkpoint: the same inputs and settings resume
+    (no epoch trained), another number of epochs trains from scratch (the old checkpoint kept as
+    checkpoint.pt.stale) rather than returning the old network."""
+    out = str(tmp_path / "train")
+    shutil.copytree(trained, out)
+    capsys.readouterr()
+    assert main(_train_args(sim, out)) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert json.load(open(os.path.join(out, "summary.json")))["epochs"] == 2
+    assert main(_train_args(sim, out, epochs=3)) == 0
+    log = capsys.readouterr().out
+    assert "differs in: training.epochs" in log and "starting from scratch" in log and "resumed" not in log
+    assert json.load(open(os.path.join(out, "summary.json")))["epochs"] == 3
+    assert os.path.exists(os.path.join(out, "checkpoint.pt.stale"))
 
 
 def test_predict_round_trip_and_merge(sim, trained, tmp_path):

@@ -4,8 +4,10 @@
       labels: the STAR's cryoflexAmplitude<mode> columns and poses (the hemnma command's output),
       or an .npz with euler, origin_A, amplitudes[, mode_numbers] (hemnma's results.npz), or the
       simulate command's ground_truth.csv, row by row with the particles.  Writes OUT/model.pt,
-      OUT/checkpoint.pt (an existing one is resumed), OUT/curves.csv/.json, OUT/training_set.npz
-      (training/validation positions, Mahalanobis distances, outliers) and OUT/summary.json.
+      OUT/checkpoint.pt (an existing one is resumed when it was written for the same particles,
+      labels and settings; otherwise it is moved aside as checkpoint.pt.stale and training starts
+      from scratch), OUT/curves.csv/.json, OUT/training_set.npz (training/validation positions,
+      Mahalanobis distances, outliers) and OUT/summary.json.
   deephemnma predict --model OUT/model.pt --particles P.star -o PRED [--merge-with LABELLED.star]
       writes PRED/particles.star (RELION 3.1: angles, origins in A, cryoflexAmplitude<mode>,
       cryoflexPredicted), PRED/results.npz (euler, origin_A, amplitudes, quaternion) and
@@ -197,7 +199,7 @@ def _train(args):
         device = _device(args)
         try:
             net, history, data = run_job(job, device)
-        except ValueError as exc:  # e.g. a checkpoint of another network
+        except ValueError as exc:  # unusable inputs met while training (a message for the user)
             fail(str(exc))
         device_label = device_name(device)
     seconds = time.time() - start

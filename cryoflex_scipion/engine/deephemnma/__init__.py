@@ -6,10 +6,11 @@ Modules:
 - :mod:`.network`: ResNet-34 (1-channel input) + MLP 1000-512-128 heads, shared or separate;
 - :mod:`.labels`: labels from STAR / .npz / ground-truth CSV, Mahalanobis filtering,
   standardisation, sign-invariant quaternion loss;
-- :mod:`.data`: images Fourier-cropped and normalised, streamed from disk or cached on the device;
+- :mod:`.data`: images Fourier-cropped and normalised per image, streamed from disk or cached on the
+  device (:mod:`..core.training.cache`);
 - :mod:`.augment`: in-plane rotations with the labels turned alike (exact, Fourier shears);
-- :mod:`.train`: L1/Adam, warmup + cosine, time limit, checkpoints and resume, the step as a CUDA
-  graph, several GPUs (DDP);
+- :mod:`.train`: L1/Adam, warmup + cosine, time limit, checkpoints and resume (only for the same
+  inputs and settings), the step as a CUDA graph, several GPUs (DDP), on :mod:`..core.training`;
 - :mod:`.predict`: batched inference, quaternions -> ZYZ Euler angles;
 - :mod:`.model_file`: the ``.pt`` model format with JSON metadata.
 
@@ -27,7 +28,7 @@ from .model_file import FORMAT, ModelFileError, load_model, model_metadata, save
 from .network import RESNET34_BLOCKS, DeepHEMNMANet, build_network, count_parameters
 from .predict import infer, predict_images, predict_particles, to_pose
 from .train import (TrainConfig, TrainingData, TrainingJob, TrainStep, evaluate, job_data, make_optimizer,
-                    run_distributed, run_job, split, train)
+                    run_distributed, run_job, split, train, training_fingerprint)
 
 __all__ = ["apply_turn", "random_inplane", "rotate_images_exact", "rotate_labels", "turn_factors", "ParticleImages",
            "prepare_images", "working_geometry", "LabelError", "Labels", "LabelScaler", "labels_from_csv",
@@ -35,4 +36,4 @@ __all__ = ["apply_turn", "random_inplane", "rotate_images_exact", "rotate_labels
            "FORMAT", "ModelFileError", "load_model", "model_metadata", "save_model", "RESNET34_BLOCKS",
            "DeepHEMNMANet", "build_network", "count_parameters", "infer", "predict_images", "predict_particles",
            "to_pose", "TrainConfig", "TrainingData", "TrainingJob", "TrainStep", "evaluate", "job_data",
-           "make_optimizer", "run_distributed", "run_job", "split", "train"]
+           "make_optimizer", "run_distributed", "run_job", "split", "train", "training_fingerprint"]

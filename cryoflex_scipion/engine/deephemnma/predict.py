@@ -5,21 +5,14 @@ then turned into ZYZ Euler angles by :func:`..core.geometry.quaternion_to_euler`
 written and the quaternion saved are one rotation, to rounding); amplitudes and origins are the
 outputs brought back from standardised units (:class:`.labels.LabelScaler`).  Any number of modes.
 """
-import contextlib
-
 import numpy as np
 import torch
 
-from ..core.runtime import run_batches
 from ..core.geometry import canonical_quaternion, quaternion_to_euler
+from ..core.runtime import run_batches
+from ..core.training.steps import autocast
 
 __all__ = ["autocast", "infer", "predict_images", "predict_particles", "to_pose"]
-
-
-def autocast(enabled, cache=True):
-    """bfloat16 autocast on CUDA, or nothing (``cache=False`` inside CUDA graph capture)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache) if enabled \
-        else contextlib.nullcontext()
 
 
 def _net_input(images, channels_last):
@@ -60,19 +53,19 @@ def predict_particles(net, particles, scaler, device, batch_size=1024, amp=False
     the next batch is read from disk while the device computes)."""
     n = len(particles)
     parts = {}
-    for pos, images in particles.batches(np.arange(n), batch_size, device):
-        out = {}
+    for batch in particles.batches(np.arange(n), batch_size, device):
+        images, out = batch.images, {}
 
         def work(start, stop):
             res = infer(net, images[start:stop], scaler, amp, channels_last)
             for k, v in res.items():
                 out.setdefault(k, []).append(v.cpu())
 
-        run_batches(len(pos), len(pos), work, torch.device(device), "DeepHEMNMA prediction")
+        run_batches(len(images), len(images), work, torch.device(device), "DeepHEMNMA prediction")
         for k, v in out.items():
             parts.setdefault(k, []).append(torch.cat(v))
         if progress is not None:
-            progress.update(len(pos))
+            progress.update(len(images))
     return _finish({k: torch.cat(v).double().numpy() for k, v in parts.items()}, n)
 
 

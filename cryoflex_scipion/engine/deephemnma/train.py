@@ -1,5 +1,9 @@
 """Training DeepHEMNMA: L1 loss, Adam, warmup + cosine learning rate, checkpoints, several GPUs.
 
+The machinery (image cache, checkpoints and their fingerprint, epoch plan, CUDA-graph step, DDP
+launch, curves) is :mod:`..core.training`'s; this module holds DeepHEMNMA's parts: the labels as
+targets, augmentation, the loss, validation and the loop that joins them.
+
 Settings and why:
 - Loss L1 on standardised labels, Adam, weight decay 1e-5, dropout 0.5 in the heads: the paper's.
 - Batch 256 (the paper used 2): a ResNet-34 on 128-px images needs batches of hundreds to keep an
@@ -22,31 +26,34 @@ Settings and why:
   seeds of (seed, epoch[, rank]); the checkpoint (written after every epoch, or at most every
   ``checkpoint_seconds``, and always after the last) holds the weights, the optimiser, the best
   weights, the history and the planned epochs, so an interrupted run continues identically (bit for
-  bit on a CPU; cuDNN kernels are not bitwise deterministic).
+  bit on a CPU; cuDNN kernels are not bitwise deterministic).  It resumes only a run of the same
+  images, labels, split, network and settings (:func:`training_fingerprint`; speed settings such as
+  the checkpoint interval do not count); a rerun with other data or settings trains afresh.
 - Several processes (one per GPU): :func:`run_distributed` starts them (``torch.distributed``,
   NCCL on GPUs, gloo on CPUs); each takes its share of every global batch (the global batch and so
   the hyper-parameters do not depend on the number of GPUs), DistributedDataParallel averages the
   gradients, and rank 0 validates and writes the checkpoint.
 """
-import json
-import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from ..core.runtime import log
 from ..core.geometry import angular_distance, quaternion_to_matrix
+from ..core.runtime import log
+from ..core.training import ddp
+from ..core.training.checkpoint import Fingerprint, digest, load_checkpoint, module_state, save_checkpoint
+from ..core.training.curves import save_curves
+from ..core.training.schedule import EpochPlan, lr_at
+from ..core.training.steps import GraphStep, autocast, load_optimizer_state, make_adam, set_lr
 from .augment import apply_turn, rotate_images_exact, turn_factors
 from .labels import LabelScaler, target_loss
 from .network import build_network
-from .predict import autocast
 
-__all__ = ["TrainConfig", "TrainingData", "split", "train", "evaluate", "TrainingJob", "job_data", "run_job",
-           "run_distributed", "lr_at", "save_curves", "TrainStep", "make_optimizer", "set_lr"]
+__all__ = ["TrainConfig", "SPEED_SETTINGS", "CURVE_KEYS", "TrainingData", "split", "train", "evaluate",
+           "training_fingerprint", "TrainingJob", "job_data", "run_job", "run_distributed", "TrainStep",
+           "make_optimizer", "set_lr"]
 
 
 @dataclass
@@ -66,6 +73,16 @@ class TrainConfig:
     checkpoint_seconds: float = 0.0  # least time between checkpoints (0: after every epoch)
     samples_per_epoch: int = None
     cuda_graph: bool = True         # replay the training step as a CUDA graph (one process on CUDA)
+
+
+# Settings of speed and I/O only, left out of the checkpoint's fingerprint: a rerun that changes them
+# resumes.  (Channels-last and the CUDA graph change the kernels, not the computation; the validation
+# batch size changes a sum's rounding at most.)
+SPEED_SETTINGS = ("checkpoint_seconds", "eval_batch_size", "cuda_graph", "channels_last")
+
+# Columns of curves.csv (curves.json has every key of each epoch's record).
+CURVE_KEYS = ["epoch", "lr", "train_loss", "train_amplitudes", "train_quaternion", "train_shifts", "val_loss",
+              "val_amplitude_mae", "val_angle_deg", "val_shift_A", "seconds", "samples"]
 
 
 class TrainingData:
@@ -89,6 +106,14 @@ class TrainingData:
         idx = torch.as_tensor(positions, device=device)
         return {k: v.index_select(0, idx) for k, v in self._tensors[key].items()}
 
+    def fingerprint(self):
+        """What training depends on in the data: the images (:meth:`..core.training.cache.ParticleCache.fingerprint`),
+        the labels, the training and validation positions and the label standardisation."""
+        labels = self.labels
+        return {"images": self.images.fingerprint(),
+                "labels": digest([labels.amplitudes, labels.euler, labels.origin_A, labels.mode_numbers]),
+                "train": digest(self.train), "validation": digest(self.val), "scaler": self.scaler.to_dict()}
+
 
 def split(n, keep=None, val_fraction=0.1, val_count=None, seed=0):
     """Random ``(train, validation)`` positions among the kept ones (sorted)."""
@@ -99,13 +124,9 @@ def split(n, keep=None, val_fraction=0.1, val_count=None, seed=0):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def lr_at(step, total_steps, warmup_steps, config):
-    """Linear warmup to ``lr``, then cosine decay to ``final_lr_fraction * lr`` at ``total_steps``."""
-    if step < warmup_steps:
-        return config.lr * (step + 1) / warmup_steps
-    t = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
-    low = config.final_lr_fraction
-    return config.lr * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * t)))
+def _net_input(images, channels_last):
+    x = images[:, None]
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def evaluate(net, data, positions, device, config):
@@ -121,17 +142,16 @@ def evaluate(net, data, positions, device, config):
     net.eval()
     sums, count, ang, amp_err, shift_err = {}, 0, [], [], []
     with torch.inference_mode():
-        for pos, images in data.images.batches(positions, config.eval_batch_size, device):
-            raw = data.label_tensors(pos, device)
-            x = images[:, None]
-            x = x.contiguous(memory_format=torch.channels_last) if cl else x
+        for batch in data.images.batches(positions, config.eval_batch_size, device):
+            n = len(batch.indices)
+            raw = data.label_tensors(batch.indices, device)
             with autocast(use_amp):
-                out = net(x)
+                out = net(_net_input(batch.images, cl))
             out = {k: v.float() for k, v in out.items()}
             losses = target_loss(out, data.scaler.encode(raw["amplitudes"], raw["quaternion"], raw["origin_A"]))
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(pos)
-            count += len(pos)
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            count += n
             dec = data.scaler.decode(out)
             if "quaternion" in dec:
                 ang.append(angular_distance(quaternion_to_matrix(dec["quaternion"].double()),
@@ -152,132 +172,47 @@ def evaluate(net, data, positions, device, config):
     return res
 
 
-_CURVE_KEYS = ["epoch", "lr", "train_loss", "train_amplitudes", "train_quaternion", "train_shifts", "val_loss",
-               "val_amplitude_mae", "val_angle_deg", "val_shift_A", "seconds", "samples"]
-
-
-def save_curves(prefix, history):
-    """Training and validation curves as ``prefix.json`` and ``prefix.csv`` (empty cells for absent values)."""
-    if not prefix:
-        return
-    with open(prefix + ".json.tmp", "w") as fh:
-        json.dump(history, fh, indent=1)
-    os.replace(prefix + ".json.tmp", prefix + ".json")
-    with open(prefix + ".csv.tmp", "w") as fh:
-        fh.write(",".join(_CURVE_KEYS) + "\n")
-        for h in history:
-            fh.write(",".join("" if h.get(k) is None else ("%.6g" % h[k] if isinstance(h[k], float) else str(h[k]))
-                              for k in _CURVE_KEYS) + "\n")
-    os.replace(prefix + ".csv.tmp", prefix + ".csv")
-
-
-def _broadcast(values, world, device):
-    """Rank 0's list of floats, on every rank."""
-    if world == 1:
-        return values
-    import torch.distributed as dist
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.broadcast(t, 0)
-    return t.tolist()
-
-
-def _clone_state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _to_cpu(state):
-    return None if state is None else {k: v.detach().cpu() for k, v in state.items()}
-
-
 def make_optimizer(net, config, device):
-    """Adam (weight decay as L2, the paper's).  On CUDA: fused, with the learning rate held in a device
-    tensor and ``capturable`` state, so that the step can be replayed as a CUDA graph."""
-    if torch.device(device).type == "cuda":
-        return torch.optim.Adam(net.parameters(), lr=torch.tensor(config.lr, device=device),
-                                weight_decay=config.weight_decay, fused=True, capturable=True)
-    return torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """Adam (weight decay as L2, the paper's) of :func:`..core.training.steps.make_adam`: on CUDA fused,
+    capturable, the learning rate in a device tensor, so that the step can be replayed as a CUDA graph."""
+    return make_adam(net.parameters(), config.lr, config.weight_decay, device)
 
 
-def set_lr(opt, lr):
-    for group in opt.param_groups:
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
-
-
-class TrainStep:
-    """One optimisation step (forward, L1 losses, backward, Adam) on prepared images ``(B, D, D)`` and
-    standardised targets; returns the per-target losses (device tensors, valid until the next call).
-
-    With ``graph`` (CUDA, one process) the step is captured once as a CUDA graph after three eager
-    steps (on a side stream, as capture requires) and then replayed: a ResNet-34 step is a thousand
-    small kernels, which Python launches slower than an H200 runs them at a batch of 256.  The inputs
-    are copied into static buffers; the learning rate lives in a device tensor (:func:`make_optimizer`).
-    """
+class TrainStep(GraphStep):
+    """One DeepHEMNMA optimisation step (forward, L1 losses, backward, Adam) on prepared images
+    ``(B, D, D)`` and standardised targets; returns the per-target losses (device tensors, valid until
+    the next call).  With ``graph`` (CUDA, one process) replayed as a CUDA graph
+    (:class:`..core.training.steps.GraphStep`)."""
 
     def __init__(self, model, opt, use_amp=False, channels_last=False, graph=False):
-        self.model, self.opt = model, opt
-        self.use_amp, self.cl, self.graph = use_amp, channels_last, graph
-        self._eager_steps, self._graph, self._static = 0, None, None
+        self.model, self.opt, self.use_amp, self.cl = model, opt, use_amp, channels_last
+        super().__init__(self._losses, [opt], graph)
 
-    def _input(self, images):
-        x = images[:, None]
-        return x.contiguous(memory_format=torch.channels_last) if self.cl else x
-
-    def _forward_backward(self, x, targets, cache=True):
-        with autocast(self.use_amp, cache):
-            out = self.model(x)
-        losses = target_loss(out, targets)
-        sum(losses.values()).backward()
-        self.opt.step()
-        return {k: v.detach() for k, v in losses.items()}
-
-    def _eager(self, images, targets):
-        self.opt.zero_grad(set_to_none=True)
-        return self._forward_backward(self._input(images), targets)
-
-    def __call__(self, images, targets):
-        if not self.graph:
-            return self._eager(images, targets)
-        if self._graph is None and self._eager_steps < 3:
-            self._eager_steps += 1
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                losses = self._eager(images, targets)
-            torch.cuda.current_stream().wait_stream(side)
-            return losses
-        if self._graph is None:
-            try:
-                self._capture(images, targets)
-            except Exception as exc:  # an unsupported operation: keep training eagerly
-                log("CUDA graph capture failed (%s); training without it" % str(exc).splitlines()[0])
-                self.graph, self._graph = False, None
-                return self._eager(images, targets)
-        x, t, losses = self._static
-        x.copy_(self._input(images))
-        for k, v in targets.items():
-            t[k].copy_(v)
-        self._graph.replay()
-        return losses
-
-    def _capture(self, images, targets):
-        x = self._input(images).clone()
-        t = {k: v.clone() for k, v in targets.items()}
-        self.opt.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            losses = self._forward_backward(x, t, cache=False)
-        self._graph, self._static = graph, (x, t, losses)
+    def _losses(self, images, targets):
+        with autocast(self.use_amp):
+            out = self.model(_net_input(images, self.cl))
+        return target_loss(out, targets)
 
 
-def train(data, net, config, device="cpu", checkpoint=None, curves=None, rank=0, world=1, stop_after=None):
+def training_fingerprint(data, net, config, world=1):
+    """The checkpoint fingerprint of a run: the data (:meth:`TrainingData.fingerprint`), the network's
+    configuration, every setting of ``config`` but :data:`SPEED_SETTINGS`, and the number of processes
+    (each draws its own dropout masks and augmentation angles)."""
+    settings = {k: v for k, v in asdict(config).items() if k not in SPEED_SETTINGS}
+    return Fingerprint(inputs=data.fingerprint(), network=getattr(net, "config", None),
+                       training={**settings, "processes": world})
+
+
+def train(data, net, config, device="cpu", checkpoint=None, curves=None, rank=0, world=1, stop_after=None,
+          on_mismatch="error"):
     """Train ``net`` on ``data``; returns ``(net with the best validation weights, eval mode; history)``.
 
-    ``checkpoint``: path written after epochs (see module docstring) and resumed from when present.
-    ``curves``: path prefix of the curves (``.csv``, ``.json``).  ``rank``/``world``: this process in a
-    :func:`run_distributed` group.  ``stop_after``: leave after that many epochs of this call (tests
+    ``checkpoint``: path written after epochs (see module docstring) and resumed from when it was
+    written for the same data, network and settings (:func:`training_fingerprint`); one written for
+    others is, by ``on_mismatch``, an error (``'error'``, a ``ValueError`` naming what differs) or
+    moved aside as ``checkpoint.stale`` and training starts from scratch (``'restart'``).
+    ``curves``: path prefix of the curves (``.csv``, ``.json``).  ``rank``/``world``: this process in
+    a :func:`run_distributed` group.  ``stop_after``: leave after that many epochs of this call (tests
     and interruptions; the run resumes from the checkpoint).
     """
     device = torch.device(device)
@@ -288,41 +223,32 @@ def train(data, net, config, device="cpu", checkpoint=None, curves=None, rank=0,
     net = net.to(device)
     if cl:
         net = net.to(memory_format=torch.channels_last)
-    model = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        model = DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
+    model = ddp.wrap_ddp(net, device, world)
     opt = make_optimizer(net, config, device)
     n_train = len(data.train) if config.samples_per_epoch is None else min(config.samples_per_epoch, len(data.train))
     batch = max(min(config.batch_size, n_train), world)
     steps = max(1, n_train // batch)  # whole global batches only: every rank takes the same number of steps
     warmup = max(1, int(round(config.warmup_epochs * steps)))
-    state = {"epoch": 0, "planned_epochs": None if config.time_limit else config.epochs, "history": [],
-             "elapsed": 0.0, "best_loss": float("inf"), "best_epoch": None}
+    state = {"history": [], "best_loss": float("inf"), "best_epoch": None}
     best_state = None
-    if checkpoint and os.path.exists(checkpoint):
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
-        if saved.get("net_config") != getattr(net, "config", None):
-            raise ValueError("%s was written for another network (%s); remove it or train with the same settings"
-                             % (checkpoint, saved.get("net_config")))
+    fingerprint = training_fingerprint(data, net, config, world)
+    saved = load_checkpoint(checkpoint, fingerprint, device, on_mismatch, lead=rank == 0) if checkpoint else None
+    if saved is not None:
         net.load_state_dict(saved["net"])
-        lr_tensors = [g["lr"] for g in opt.param_groups]
-        opt.load_state_dict(saved["optimizer"])
-        for group, lr in zip(opt.param_groups, lr_tensors):  # keep the device tensor (CUDA graphs)
-            group["lr"] = lr
+        load_optimizer_state(opt, saved["optimizer"])
         state = saved["state"]
         best_state = saved.get("best_state")
         if rank == 0:
             log("resumed from %s after epoch %d" % (checkpoint, state["epoch"]))
+    plan = EpochPlan(config.epochs, config.time_limit, state)
     monitor = data.val if len(data.val) else data.train[: min(len(data.train), 2048)]
-    start = time.time() - state["elapsed"]
     last_saved = time.time()
     epochs_this_call = 0
     gen = torch.Generator(device=device)
     step = TrainStep(model, opt, use_amp, cl, graph=cuda and world == 1 and config.cuda_graph)
-    while state["epoch"] < (state["planned_epochs"] or config.epochs):
-        epoch = state["epoch"]
-        t_epoch = time.time()
+    while plan.unfinished():
+        epoch = plan.epoch
+        plan.begin_epoch()
         rng = np.random.default_rng([config.seed, epoch])
         torch.manual_seed(config.seed * 100003 + epoch * 101 + rank)  # dropout masks
         gen.manual_seed(config.seed * 7919 + epoch * 31 + rank)       # augmentation angles
@@ -331,17 +257,16 @@ def train(data, net, config, device="cpu", checkpoint=None, curves=None, rank=0,
         if config.augment:  # the epoch's turns, and their label factors, at once
             alpha = torch.rand(len(order), generator=gen, device=device) * 360.0
             turn_q, turn_r = turn_factors(alpha)
-        total_steps = (state["planned_epochs"] or config.epochs) * steps
+        total_steps = plan.total * steps
         model.train()
         sums = {}
-        for s in range(steps):
-            global_step = epoch * steps + s
-            lr = lr_at(global_step, total_steps, warmup, config)
+        chunks = [order[s * batch:(s + 1) * batch][rank::world] for s in range(steps)]
+        for s, prepared in enumerate(data.images.batches_of(chunks, device)):
+            lr = lr_at(epoch * steps + s, total_steps, warmup, config.lr, config.final_lr_fraction)
             set_lr(opt, lr)
             sel = slice(s * batch, (s + 1) * batch)
-            pos = order[sel][rank::world]
-            images = data.images.get(pos, device)
-            raw = data.label_tensors(pos, device)
+            images = prepared.images
+            raw = data.label_tensors(prepared.indices, device)
             q, origin = raw["quaternion"], raw["origin_A"]
             if config.augment:
                 images = rotate_images_exact(images, alpha[sel][rank::world])
@@ -354,56 +279,31 @@ def train(data, net, config, device="cpu", checkpoint=None, curves=None, rank=0,
                   "samples": steps * batch}
         if rank == 0:
             record.update(evaluate(net, data, monitor, device, config))
-        state["epoch"] = epoch + 1
-        state["elapsed"] = time.time() - start
+        last = plan.end_epoch(lead=rank == 0, sync=lambda values: ddp.broadcast_floats(values, world, device))
         record["seconds"] = state["elapsed"]
-        epoch_seconds = time.time() - t_epoch
-        plan, stop = state["planned_epochs"] or 0, 0.0
-        if rank == 0 and config.time_limit:
-            if epoch > 0:  # the first epoch carries start-up costs
-                state.setdefault("epoch_seconds", []).append(epoch_seconds)
-            if state["epoch"] >= min(2, config.epochs):
-                # (re)plan from the mean epoch time, only ever fewer epochs: the schedule ends in time
-                left = config.time_limit - state["elapsed"]
-                mean = float(np.mean(state.get("epoch_seconds") or [epoch_seconds]))
-                fit = min(config.epochs, state["epoch"] + max(0, int(0.97 * left / mean)))
-                if state["planned_epochs"] is None:
-                    log("time limit %.0f s: %d epochs of %.2f s planned" % (config.time_limit, fit, mean))
-                plan = fit if state["planned_epochs"] is None else min(state["planned_epochs"], fit)
-            if state["elapsed"] + epoch_seconds > config.time_limit:
-                stop = 1.0
-        plan, stop = _broadcast([float(plan), stop], world, device)
-        if int(plan):
-            state["planned_epochs"] = int(plan)
-        last = stop > 0 or state["epoch"] >= (state["planned_epochs"] or config.epochs)
-        if last:
-            state["planned_epochs"] = state["epoch"]
         if rank == 0:
             state["history"].append(record)
             if record.get("val_loss", float("inf")) < state["best_loss"]:
                 state["best_loss"], state["best_epoch"] = record["val_loss"], epoch + 1
-                best_state = _clone_state(net)
+                best_state = module_state(net)
             log("epoch %d/%d: lr %.2e, train loss %.4f, validation loss %.4f (amplitudes %.3g, angles %.2f deg, "
-                "shifts %.3f A), %.1f s" % (epoch + 1, state["planned_epochs"] or config.epochs, lr,
-                                            record["train_loss"], record.get("val_loss", float("nan")),
+                "shifts %.3f A), %.1f s" % (epoch + 1, plan.total, lr, record["train_loss"],
+                                            record.get("val_loss", float("nan")),
                                             record.get("val_amplitude_mae", float("nan")),
                                             record.get("val_angle_deg", float("nan")),
                                             record.get("val_shift_A", float("nan")), state["elapsed"]))
-            epochs_this_call += 1
-            leaving = last or (stop_after is not None and epochs_this_call >= stop_after)
+        epochs_this_call += 1
+        leaving = last or (stop_after is not None and epochs_this_call >= stop_after)
+        if rank == 0:
             if checkpoint and (leaving or time.time() - last_saved >= config.checkpoint_seconds):
-                _save_checkpoint(checkpoint, net, opt, state, best_state, config)
+                save_checkpoint(checkpoint, {"net": net, "optimizer": opt, "state": state, "best_state": best_state,
+                                             "config": asdict(config), "net_config": getattr(net, "config", None)},
+                                fingerprint)
                 last_saved = time.time()
-            save_curves(curves, state["history"])
-        else:
-            epochs_this_call += 1
-        if last:
+            save_curves(curves, state["history"], CURVE_KEYS)
+        if leaving:
             break
-        if stop_after is not None and epochs_this_call >= stop_after:
-            break
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
+    ddp.barrier(world)
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
@@ -411,19 +311,14 @@ def train(data, net, config, device="cpu", checkpoint=None, curves=None, rank=0,
     return net, list(state["history"])
 
 
-def _save_checkpoint(path, net, opt, state, best_state, config):
-    torch.save({"net": _to_cpu(net.state_dict()), "optimizer": opt.state_dict(), "state": state,
-                "best_state": _to_cpu(best_state), "config": asdict(config),
-                "net_config": getattr(net, "config", None)}, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
 @dataclass
 class TrainingJob:
     """Everything a training process needs, picklable (one process per GPU re-reads the images).
 
     ``images``: a particle file path (read with :func:`..core.io.particles.read_particles`) or a raw
-    image array; ``labels``: :class:`.labels.Labels` aligned with the images.
+    image array; ``labels``: :class:`.labels.Labels` aligned with the images.  ``on_mismatch``: what
+    a checkpoint written for other data or settings does (:func:`train`; ``'restart'``: moved aside,
+    training starts from scratch).
     """
     images: object
     labels: object
@@ -440,6 +335,7 @@ class TrainingJob:
     curves: str = None
     stop_after: int = None
     extra: dict = field(default_factory=dict)
+    on_mismatch: str = "restart"
 
 
 def job_data(job, device):
@@ -461,43 +357,21 @@ def run_job(job, device="cpu", rank=0, world=1):
     data = job_data(job, device)
     torch.manual_seed(job.config.seed)  # the same initial weights on every rank and on resume
     net = build_network(job.net_config)
-    net, history = train(data, net, job.config, device, job.checkpoint, job.curves, rank, world, job.stop_after)
+    net, history = train(data, net, job.config, device, job.checkpoint, job.curves, rank, world, job.stop_after,
+                         job.on_mismatch)
     return net, history, data
 
 
-def _worker(rank, world, backend, init_file, job, device_type):
-    import torch.distributed as dist
-    if device_type == "cuda":
-        torch.cuda.set_device(rank)
-        device = torch.device("cuda", rank)
-    else:
-        device = torch.device("cpu")
-        torch.set_num_threads(max(1, torch.get_num_threads() // world))  # the processes share the cores
-    dist.init_process_group(backend, init_method="file://" + init_file, rank=rank, world_size=world)
-    try:
-        run_job(job, device, rank, world)
-    finally:
-        dist.destroy_process_group()
-
-
 def run_distributed(job, world, device_type="cuda"):
-    """Train ``job`` with ``world`` processes (GPUs 0..world-1 of the visible ones, or CPU with gloo).
+    """Train ``job`` with ``world`` processes (GPUs 0..world-1 of the visible ones, or CPU with gloo:
+    :func:`..core.training.ddp.run_distributed`).
 
     Rank 0 writes the checkpoint (``job.checkpoint`` is required) and curves; the trained network
     (best validation weights) and history are read back from the checkpoint.
     """
     if not job.checkpoint:
         raise ValueError("distributed training needs a checkpoint path")
-    import torch.multiprocessing as mp
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    handle, init_file = tempfile.mkstemp(prefix="cryoflex-ddp-")
-    os.close(handle)
-    os.remove(init_file)  # the file rendezvous creates it
-    try:
-        mp.spawn(_worker, args=(world, backend, init_file, job, device_type), nprocs=world, join=True)
-    finally:
-        if os.path.exists(init_file):
-            os.remove(init_file)
+    ddp.run_distributed(run_job, job, world, device_type)
     saved = torch.load(job.checkpoint, map_location="cpu", weights_only=True)
     net = build_network(job.net_config)
     net.load_state_dict(saved["best_state"] or saved["net"])
