@@ -16,9 +16,9 @@ from cryoflex_scipion.engine.core.atoms import read_atoms
 from cryoflex_scipion.engine.core.ctf import phase_flip
 from cryoflex_scipion.engine.core.simulation import (Conformations, SimulationSettings, add_noise, render_batch,
                                                       sample_parameters)
-from cryoflex_scipion.engine.commands.hemnma import _residue_groups
 from cryoflex_scipion.engine.hemnma.align import AlignmentSettings, ElasticAligner
 from cryoflex_scipion.engine.hemnma.model import ElasticReference
+from cryoflex_scipion.engine.hemnma.pipeline import residue_groups
 from cryoflex_scipion.engine.nma.elastic import compute_modes, rtb_blocks
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
@@ -42,7 +42,7 @@ def adk_case():
 def _aligner(model, modes, **kwargs):
     reference = ElasticReference(model.coords - model.center(), model.weights, modes, 1.0)
     settings = AlignmentSettings(working_size=64, search_size=32, coarse_size=32, ctf_mode="phase-flipped",
-                                 max_shift=4.0, coarse_groups=_residue_groups(model), **kwargs)
+                                 max_shift=4.0, coarse_groups=residue_groups(model), **kwargs)
     return ElasticAligner(reference, 64, 1.3, settings)
 
 
@@ -92,6 +92,9 @@ def test_command_rejects_bad_input(tmp_path, data_path):
     model.save(str(tmp_path / "ref.npz"))
     np.save(tmp_path / "modes.npy", np.zeros((3, len(model), 3)))
     np.save(tmp_path / "bad_modes.npy", np.zeros((3, 10, 3)))
+    nan_modes = np.zeros((3, len(model), 3))
+    nan_modes[1, 7, 2] = np.nan
+    np.save(tmp_path / "nan_modes.npy", nan_modes)
 
     def particles(name, box, apix, ctf=True, nan=False):
         images = np.random.default_rng(0).standard_normal((4, box, box)).astype(np.float32)
@@ -116,9 +119,58 @@ def test_command_rejects_bad_input(tmp_path, data_path):
         (run(particles("noctf", 64, 1.3, ctf=False)), "no CTF"),
         (run(particles("small", 32, 1.0)), "inconsistent with the reference"),
         (run(good, "modes.npy", "--mode-list", "2-5"), "mode(s) [4, 5]"),
+        (run(good, "modes.npy", "--mode-list", "abc"), "mode numbers and ranges"),
+        (run(good, "modes.npy", "--mode-list", "3-1"), "is reversed"),
+        (run(good, "modes.npy", "--batch-size", "0"), "--batch-size must be at least 1"),
+        (run(good, "nan_modes.npy"), "NaN or infinite"),
         (run(particles("nan", 64, 1.3, nan=True), "modes.npy", "--size", "16", "--angular-step", "45",
              "--search-levels", "1", "--batch-size", "2"), "NaN"),
     ]
     for out, message in cases:
         assert out.returncode == 2, out.stderr[-500:]
         assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
+
+
+def test_rerun_never_reuses_another_jobs_batches(tmp_path, adk_case):
+    """A rerun into the same folder resumes only the same job: other particles or other modes are aligned
+    afresh (a stale batch would give the new particles the old poses)."""
+    import subprocess
+    import sys
+    from cryoflex_scipion.engine.core.io.mrc import StackWriter
+    from cryoflex_scipion.engine.core.io.particles import ParticleTable
+    model, modes, images, params = adk_case
+    model.save(str(tmp_path / "ref.npz"))
+    np.save(tmp_path / "modes.npy", modes)
+
+    def particles(name, first):
+        sel = np.arange(first, first + 6)
+        with StackWriter(str(tmp_path / (name + ".mrcs")), 6, 64, 1.3) as w:
+            w.write(images[sel].numpy())
+        ParticleTable(np.full(6, name + ".mrcs"), np.arange(6), np.full(6, 1.3), np.full(6, 64),
+                      params["euler"][sel], params["origin_A"][sel], base_dir=str(tmp_path)).to_star(
+            str(tmp_path / (name + ".star")))
+        return str(tmp_path / (name + ".star"))
+
+    def run(star, mode_list):
+        out = subprocess.run([sys.executable, "-m", "cryoflex_scipion.engine", "hemnma", "--particles", star,
+                              "--atoms", str(tmp_path / "ref.npz"), "--modes", str(tmp_path / "modes.npy"),
+                              "--mode-list", mode_list, "-o", str(tmp_path / "out"), "--device", "cpu", "--ctf-mode",
+                              "none", "--local", "--size", "32", "--coarse-size", "0", "--fine-iterations", "1",
+                              "--batch-size", "3"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-1000:]
+        with np.load(tmp_path / "out" / "results.npz") as r:
+            return out.stdout, {k: r[k] for k in r.files}
+
+    a, b = particles("a", 0), particles("b", 50)
+    log, first = run(a, "1-3")
+    log, again = run(a, "1-3")
+    assert "resuming: 2 finished batches" in log and np.array_equal(first["euler"], again["euler"])
+    log, other = run(b, "1-3")
+    assert "belong to another job (differs in: images, poses" in log
+    # local refinement starts from each particle's own pose: the new particles end near their own poses
+    def angle(e1, e2):
+        return g.angular_distance(g.euler_to_matrix(e1), g.euler_to_matrix(e2))
+    assert angle(other["euler"], params["euler"][50:56]).max() < 10
+    assert angle(other["euler"], first["euler"]).min() > 10
+    log, fewer = run(b, "1-2")
+    assert "differs in: mode_numbers, modes" in log and fewer["amplitudes"].shape == (6, 2)

@@ -19,6 +19,7 @@ from ..cli import add_common_args, fail, select_device
 from ..core.runtime import Progress, device_name, log, write_summary
 from ..core.atoms import AtomModel, electrons, read_atoms
 from ..core.io.mrc import MRCError, read_map, write_map
+from ..defmap import outputs
 from ..defmap.grid import Grid
 from ..defmap.labels import bfactor_rmsf, ca_atoms, trajectory_rmsf
 from ..defmap.model_file import DEFAULT_MODEL, ModelFileError, load_model, save_model
@@ -129,9 +130,9 @@ def _predict(args):
         fail("%s: %s" % (args.map, exc))
     p = result.prepared
     map15 = result.map_15()
-    write_map(os.path.join(args.out, "defmap_1.5A.mrc"), map15, p.grid.apix, p.grid.origin)
-    write_map(os.path.join(args.out, "defmap.mrc"), input_grid_map(map15, p.grid, p.input_grid), apix, origin)
-    files = {"map": "defmap.mrc", "map_1.5A": "defmap_1.5A.mrc"}
+    write_map(os.path.join(args.out, outputs.MAP_15), map15, p.grid.apix, p.grid.origin)
+    write_map(os.path.join(args.out, outputs.MAP), input_grid_map(map15, p.grid, p.input_grid), apix, origin)
+    files = dict(outputs.PREDICT_FILES)
     figures = {}
     if model is not None:
         if result.inside_fraction < 1:
@@ -140,14 +141,14 @@ def _predict(args):
         atoms = result.atoms
         rows = [{"index": i, "chain": model.chains[i], "resid": int(model.resids[i]), "resname": model.resnames[i],
                  "name": model.names[i], **{k: float(v[i]) for k, v in atoms.items()}} for i in range(len(model))]
-        write_csv(os.path.join(args.out, "atoms.csv"), rows)
+        write_csv(os.path.join(args.out, outputs.ATOMS), rows)
         residues = residue_table(model, atoms)
-        write_csv(os.path.join(args.out, "residues.csv"), residues)
+        write_csv(os.path.join(args.out, outputs.RESIDUES), residues)
         per_atom = {(r["chain"], r["resid"]): r["dynamics_defmap"] for r in residues}
         dyn = np.array([per_atom[(str(c), int(r))] for c, r in zip(model.chains, model.resids)])
-        with open(os.path.join(args.out, "defmap_atoms.pdb"), "w") as fh:
+        with open(os.path.join(args.out, outputs.PDB), "w") as fh:
             fh.write("\n".join(pdb_lines(_with_bfactors(model, dyn), model.coords)) + "\nEND\n")
-        files.update(atoms="atoms.csv", residues="residues.csv", pdb="defmap_atoms.pdb")
+        files.update(outputs.PREDICT_MODEL_FILES)
         if "label_log10_rmsf" in atoms:
             figures = {"r_atoms_pred_vs_bfactor": pearson(atoms["pred_log10_rmsf"], atoms["label_log10_rmsf"]),
                        "r_atoms_intensity_vs_bfactor": pearson(atoms["intensity"], atoms["label_log10_rmsf"]),
@@ -163,7 +164,7 @@ def _predict(args):
                "n_atoms": None if model is None else len(model), "atoms_inside_fraction": result.inside_fraction,
                "correlations": figures, "warnings": warnings, "seconds": result.seconds,
                "device": device_name(device), "files": files}
-    write_summary(os.path.join(args.out, "summary.json"), summary)
+    write_summary(os.path.join(args.out, outputs.SUMMARY), summary)
     log("DEFMap: %d voxels predicted in %.1f s" % (len(result.centres), result.seconds["total"]))
     return 0
 
@@ -209,10 +210,10 @@ def _train(args):
     config = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                          time_limit=args.time_limit, samples_per_epoch=args.samples_per_epoch,
                          augment=not args.no_augment, seed=args.seed)
-    checkpoint = os.path.join(args.out, "checkpoint.pt")
-    net, history = train(tset, config, device, checkpoint=checkpoint, curve=os.path.join(args.out, "curve"))
+    checkpoint = os.path.join(args.out, outputs.CHECKPOINT)
+    net, history = train(tset, config, device, checkpoint=checkpoint, curve=os.path.join(args.out, outputs.CURVE))
     best = min(history, key=lambda h: h["val_loss"]) if history else {}
-    model_out = args.model_out or os.path.join(args.out, "defmap_model.pt")
+    model_out = args.model_out or os.path.join(args.out, outputs.MODEL)
     label_source = "per-atom RMSF files" if any(len(p) == 3 for p in args.pair) else "B-factors sqrt(3B/8pi^2)"
     meta = {"resolution": args.resolution, "voxel_size": VOXEL_SIZE, "label_mean": tset.label_mean,
             "label_std": tset.label_std, "label_source": label_source, "training_set": tset.names(),
@@ -227,10 +228,10 @@ def _train(args):
         os.remove(checkpoint)  # the model file holds the best weights; the checkpoint is 4x larger
     for w in warnings:
         log("warning: " + w)
-    write_summary(os.path.join(args.out, "summary.json"),
+    write_summary(os.path.join(args.out, outputs.SUMMARY),
                   {"command": "defmap train", "model": model_out, "n_train": len(tset.train), "n_val": len(tset.val),
                    "epochs": len(history), "validation": meta["validation"], "warnings": warnings,
-                   "device": device_name(device), "files": {"model": model_out, "curve": "curve.csv"}})
+                   "device": device_name(device), "files": dict(outputs.TRAIN_FILES, model=model_out)})
     log("model written to %s" % model_out)
     return 0
 

@@ -4,29 +4,22 @@ Reads particles (RELION STAR or cryoSPARC .cs, with CTF), a reference model (.np
 normal modes (.npy, modes x atoms x 3, unit norm over 3N), and writes <out>/particles.star with
 the new poses and extra columns (cryoflexAmplitude1.., cryoflexCost, cryoflexMahalanobis,
 cryoflexOutlier), results.npz and summary.json.  Each batch's result is saved in <out>/batches,
-so a rerun skips finished batches (resume); with several GPUs (--gpus 0,1) the batches are
+so a rerun of the same job skips finished batches (resume; batches of another job, with other
+particles, modes or settings, are discarded); with several GPUs (--gpus 0,1) the batches are
 shared among one worker process per GPU.  See cryoflex_scipion.engine.hemnma.align for the method.
 """
 import argparse
-import glob
 import os
 import subprocess
 import sys
 import time
 
-import numpy as np
-import torch
-
 from ..cli import add_common_args, fail, gpu_ids, select_device
-from ..core.runtime import Progress, device_name, host_memory_gb, log, run_batches, write_summary
-from ..core.atoms import read_atoms
-from ..core.io.mrc import MRCError
-from ..core.io.particles import read_particles
-from ..core.io.stack import ImageSource
-from ..core.io.star import StarError
-from ..core.metrics import mahalanobis
-from ..hemnma.align import AlignmentSettings, ElasticAligner
-from ..hemnma.model import CTF_FLIPPED, CTF_FULL, CTF_NONE, ElasticReference
+from ..core.runtime import EngineInputError, host_memory_gb, log, write_summary
+from ..hemnma import outputs
+from ..hemnma.align import AlignmentSettings
+from ..hemnma.pipeline import (CTF_MODES, align_batches, fingerprint, load_inputs, merge_results, prepare_job,
+                               residue_groups)
 
 
 def add_args(p):
@@ -39,7 +32,7 @@ def add_args(p):
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--data-root", default=None)
     p.add_argument("--apix", type=float, default=None, help="override the particles' pixel size")
-    p.add_argument("--ctf-mode", default="auto", choices=["auto", CTF_FULL, CTF_FLIPPED, CTF_NONE],
+    p.add_argument("--ctf-mode", default="auto", choices=list(CTF_MODES),
                    help="images raw (full CTF), phase-flipped (|CTF|), or CTF-free/corrected; auto: full (the "
                         "particles must then have CTF parameters)")
     p.add_argument("--size", type=int, default=128, help="working size, at most (default: 128 px)")
@@ -72,117 +65,55 @@ def add_args(p):
     add_common_args(p, batch_size=256)
 
 
-def _mode_numbers(text, total):
-    if not text:
-        return list(range(1, total + 1))
-    out = []
-    for part in text.replace(" ", "").split(","):
-        a, _, b = part.partition("-")
-        out.extend(range(int(a), int(b or a) + 1))
-    bad = [m for m in out if m < 1 or m > total]
-    if bad:
-        fail("--mode-list asks for mode(s) %s but %s holds modes 1-%d" % (bad, "--modes", total))
-    return out
-
-
-def _load(args):
+def _inputs(args):
     try:
-        table = read_particles(args.particles, apix=args.apix, check_files=True, data_root=args.data_root)
-        box, apix = table.uniform()
-        model = read_atoms(args.atoms, args.selection)
-    except (StarError, FileNotFoundError, MRCError, ValueError, ImportError) as exc:
+        return load_inputs(args.particles, args.atoms, args.modes, args.mode_list, args.selection, args.apix,
+                           args.data_root, args.ctf_mode, need_poses=args.local or args.use_input_poses)
+    except EngineInputError as exc:
         fail(str(exc))
-    if not os.path.exists(args.modes):
-        fail("modes file not found: %s" % args.modes)
-    modes = np.load(args.modes)
-    if modes.ndim != 3 or modes.shape[2] != 3:
-        fail("%s: modes must be an array (modes, atoms, 3), got %s" % (args.modes, modes.shape))
-    if modes.shape[1] != len(model):
-        fail("the modes have %d atoms but the reference %s has %d (selection %r)"
-             % (modes.shape[1], args.atoms, len(model), args.selection))
-    numbers = _mode_numbers(args.mode_list, len(modes))
-    ctf_mode = CTF_FULL if args.ctf_mode == "auto" else args.ctf_mode
-    if ctf_mode != CTF_NONE and not table.has_ctf:
-        fail("%s has no CTF parameters: give --ctf-mode none for CTF-free or CTF-corrected images" % args.particles)
-    if (args.local or args.use_input_poses) and not table.has_pose:
-        fail("%s has no angles: --local and --use-input-poses need existing poses" % args.particles)
-    radius = np.sqrt(((model.coords - model.center()) ** 2).sum(1)).max()
-    if radius > 0.5 * box * apix:
-        fail("the reference reaches %.0f A from its centre but the particle box is %.0f A wide: pixel size or box "
-             "inconsistent with the reference" % (radius, box * apix))
-    return table, box, apix, model, modes[np.array(numbers) - 1], numbers, ctf_mode
 
 
-def _residue_groups(model):
-    """Bead index per atom, one bead per (chain, residue); None when that would not reduce the
-    model at least twofold (C-alpha or pseudoatomic references)."""
-    keys = np.char.add(np.char.add(model.chains.astype(str), ":"), model.resids.astype(str))
-    _, groups = np.unique(keys, return_inverse=True)
-    return groups if groups.max() + 1 <= len(model) // 2 else None
-
-
-def _batch_path(out, index):
-    return os.path.join(out, "batches", "batch_%06d.npz" % index)
-
-
-def _run_worker(args, worker, n_workers):
-    """Align the batches ``worker, worker + n_workers, ...`` that have no result file yet."""
-    table, box, apix, model, modes, numbers, ctf_mode = _load(args)
-    device = select_device(args.device, args.threads)
-    torch.manual_seed(args.seed)
-    reference = ElasticReference(model.coords - model.center(), model.weights, modes, args.sigma, device)
+def _settings(args, inputs):
+    if args.batch_size < 1:
+        fail("--batch-size must be at least 1 (got %d)" % args.batch_size)
+    if args.size < 16 or args.search_size < 8:
+        fail("--size must be at least 16 px and --search-size at least 8 px")
+    if args.angular_step <= 0 or args.starts < 1 or args.search_levels < 1 or args.max_shift < 0:
+        fail("--angular-step must be positive, --starts and --search-levels at least 1, --max-shift >= 0")
     settings = AlignmentSettings(working_size=args.size, search_size=args.search_size, coarse_size=args.coarse_size,
                                  angular_step=args.angular_step, max_shift=args.max_shift, starts=args.starts,
                                  coarse_iterations=args.coarse_iterations, fine_iterations=args.fine_iterations,
                                  screen_iterations=args.screen_iterations,
-                                 amplitude_bound=args.amplitude_bound, ctf_mode=ctf_mode, local_only=args.local,
+                                 amplitude_bound=args.amplitude_bound, ctf_mode=inputs.ctf_mode, local_only=args.local,
                                  search_levels=args.search_levels)
-    groups = _residue_groups(model) if args.coarse_model == "residues" else None
-    settings.coarse_groups = groups
-    aligner = ElasticAligner(reference, box, apix, settings)
-    n = len(table)
-    batches = [b for b in range(worker, (n + args.batch_size - 1) // args.batch_size, n_workers)
-               if not os.path.exists(_batch_path(args.out, b))]
-    todo = sum(min(args.batch_size, n - b * args.batch_size) for b in batches)
-    log("worker %d/%d on %s: %d particles in %d batches to align (%d px working, %d templates)"
-        % (worker + 1, n_workers, device_name(device), todo, len(batches), aligner.size,
-           0 if aligner.bank is None else aligner.bank.templates.shape[0]))
-    progress = Progress(todo, "hemnma" if n_workers == 1 else "hemnma[%d]" % worker)
-    source = ImageSource(table, args.data_root)
-    for b in batches:
-        pos = np.arange(b * args.batch_size, min((b + 1) * args.batch_size, n))
-        try:
-            images = source.read(pos)
-        except MRCError as exc:
-            fail("%s; finished batches are kept, a rerun resumes after the images are fixed" % exc)
-        results = {}
+    settings.coarse_groups = residue_groups(inputs.model) if args.coarse_model == "residues" else None
+    return settings
 
-        def work(start, stop):  # a batch too large for the GPU is split, not lost
-            sub = pos[start:stop]
-            init = (table.euler[sub], table.origin_A[sub]) if (args.local or args.use_input_poses) else (None, None)
-            out = aligner.align(images[start:stop], table.ctf.subset(sub) if table.has_ctf else None, *init)
-            for key, value in out.items():
-                results.setdefault(key, []).append(value)
 
-        run_batches(len(pos), len(pos), work, device, "hemnma")
-        merged = {k: np.concatenate(v) for k, v in results.items()}
-        path = _batch_path(args.out, b)
-        np.savez(path + ".tmp.npz", positions=pos, **merged)
-        os.replace(path + ".tmp.npz", path)  # a batch file exists only when complete
-        progress.update(len(pos))
-    source.close()
-    log("stage times (s): %s; peak host memory %.2f GB" % (
-        ", ".join("%s %.1f" % kv for kv in aligner.timings.items()), host_memory_gb()[1]))
-    return progress.elapsed(), device_name(device)
+def _align(args, inputs, settings, worker=0, n_workers=1):
+    device = select_device(args.device, args.threads)
+    try:
+        return align_batches(inputs, settings, args.out, device, args.batch_size, args.sigma, args.seed,
+                             args.data_root, args.local or args.use_input_poses, worker, n_workers)
+    except EngineInputError as exc:
+        fail(str(exc))
 
 
 def main(args):
-    os.makedirs(os.path.join(args.out, "batches"), exist_ok=True)
+    inputs = _inputs(args)  # validate before any work
+    settings = _settings(args, inputs)
     if args.worker is not None:
         worker, n_workers = (int(v) for v in args.worker.split("/"))
-        _run_worker(args, worker, n_workers)
+        _align(args, inputs, settings, worker, n_workers)
         return 0
-    table, box, apix, model, modes, numbers, ctf_mode = _load(args)  # validate before any work
+    if os.path.isfile(args.out):
+        fail("-o %s is a file; give a folder" % args.out)
+    os.makedirs(args.out, exist_ok=True)
+    parts, key = fingerprint(inputs, settings, args.batch_size, args.sigma, args.seed, args.local,
+                             args.use_input_poses, args.data_root)
+    kept = prepare_job(args.out, parts, key)
+    if kept:
+        log("resuming: %d finished batches of this job are kept" % kept)
     start = time.time()
     gpus = gpu_ids(args.gpus)
     if gpus:  # worker processes, each seeing only its GPU (also for one GPU: the id may not be the first)
@@ -196,38 +127,24 @@ def main(args):
             fail("a GPU worker failed (exit codes %s); rerun to resume the unfinished batches" % codes)
         device = "%d GPUs (%s)" % (len(gpus), ",".join(gpus))
     else:
-        _, device = _run_worker(args, 0, 1)
+        _, device = _align(args, inputs, settings)
     seconds = time.time() - start
-
-    files = sorted(glob.glob(os.path.join(args.out, "batches", "batch_*.npz")))
-    parts = [dict(np.load(f)) for f in files]
-    pos = np.concatenate([p["positions"] for p in parts])
-    if len(np.unique(pos)) != len(table):
-        fail("results cover %d of %d particles: rerun to resume" % (len(np.unique(pos)), len(table)))
-    order = np.argsort(pos)
-    res = {k: np.concatenate([p[k] for p in parts])[order] for k in ("euler", "origin_A", "amplitudes", "cost")}
-    dist = mahalanobis(res["amplitudes"]) if len(table) > modes.shape[0] + 1 else np.zeros(len(table))
-    outlier = dist > args.outlier_threshold if args.outlier_threshold > 0 else np.zeros(len(table), bool)
-    out_table = table.with_results(res["euler"], res["origin_A"], res["amplitudes"], numbers, args.data_root)
-    out_table.extra["cryoflexCost"] = res["cost"]
-    out_table.extra["cryoflexMahalanobis"] = dist
-    out_table.extra["cryoflexOutlier"] = outlier.astype(np.int64)
-    out_table.to_star(os.path.join(args.out, "particles.star"), relative_to=args.out)
-    np.savez(os.path.join(args.out, "results.npz"), mode_numbers=np.array(numbers), mahalanobis=dist,
-             outlier=outlier, **res)
+    try:
+        res = merge_results(inputs, args.out, args.outlier_threshold, args.data_root)
+    except EngineInputError as exc:
+        fail(str(exc))
+    n = len(inputs.table)
     # VmHWM, not getrusage's ru_maxrss: the latter keeps the parent's peak across fork + exec.
-    peak_gb = host_memory_gb()[1]
-    summary = {"command": "hemnma", "n_particles": len(table), "box": box, "apix": apix, "modes": numbers,
-               "peak_rss_GB": peak_gb,
-               "n_atoms": len(model), "ctf_mode": ctf_mode, "device": device, "seconds": seconds,
-               "particles_per_second": len(table) / max(seconds, 1e-9),
-               "cost_mean": float(res["cost"].mean()), "outliers": int(outlier.sum()),
+    summary = {"command": "hemnma", "n_particles": n, "box": inputs.box, "apix": inputs.apix,
+               "modes": inputs.numbers, "peak_rss_GB": host_memory_gb()[1], "n_atoms": len(inputs.model),
+               "ctf_mode": inputs.ctf_mode, "device": device, "seconds": seconds,
+               "particles_per_second": n / max(seconds, 1e-9), "cost_mean": float(res["cost"].mean()),
+               "outliers": int(res["outlier"].sum()), "failed": res["n_failed"],
                "outlier_threshold": args.outlier_threshold, "amplitude_mean": res["amplitudes"].mean(0),
-               "amplitude_std": res["amplitudes"].std(0),
-               "files": {"star": "particles.star", "results": "results.npz"}}
-    write_summary(os.path.join(args.out, "summary.json"), summary)
+               "amplitude_std": res["amplitudes"].std(0), "resumed_batches": kept, "files": outputs.FILES}
+    write_summary(os.path.join(args.out, outputs.SUMMARY), summary)
     log("done: %d particles in %.1f s (%.1f/s); mean cost %.4f; %d outliers (Mahalanobis > %.1f)"
-        % (len(table), seconds, summary["particles_per_second"], summary["cost_mean"], outlier.sum(),
+        % (n, seconds, summary["particles_per_second"], summary["cost_mean"], summary["outliers"],
            args.outlier_threshold))
     return 0
 

@@ -8,16 +8,14 @@ FSC), half1.mrc, half2.mrc (unfiltered), fsc.csv and summary.json with the
 import os
 
 import numpy as np
-import torch
 
 from ..cli import add_common_args, fail, select_device
-from ..core.runtime import Progress, device_name, log, write_summary
-from ..core.fourier import fourier_resize
-from ..core.io.mrc import MRCError, read_map, write_map
+from ..core.io.mrc import MRCError, read_map
 from ..core.io.particles import read_particles
 from ..core.io.star import StarError
-from ..core.metrics import fsc, fsc_frequencies, resolution_at
-from ..core.reconstruct_stream import assign_halves, reconstruct_table
+from ..core.outputs import SUMMARY, Reconstruct
+from ..core.reconstruct_stream import assign_halves, reconstruct_table, write_reconstruction
+from ..core.runtime import Progress, device_name, log, write_summary
 
 
 def add_args(p):
@@ -42,11 +40,19 @@ def add_args(p):
 
 
 def main(args):
+    if args.apix is not None and not args.apix > 0:
+        fail("--apix must be positive (got %g)" % args.apix)
+    if args.batch_size < 1:
+        fail("--batch-size must be at least 1 (got %d)" % args.batch_size)
+    if not args.pad >= 1:
+        fail("--pad must be at least 1 (got %g)" % args.pad)
     try:
         table = read_particles(args.particles, apix=args.apix, check_files=True, data_root=args.data_root)
         box, apix = table.uniform()
     except (StarError, FileNotFoundError, MRCError) as exc:
         fail(str(exc))
+    if not apix > 0:
+        fail("%s: the pixel size is %g; give the right one with --apix" % (args.particles, apix))
     if len(table) < 2:
         fail("at least two particles are needed (one per half-set); %s has %d" % (args.particles, len(table)))
     if not table.has_pose:
@@ -58,6 +64,15 @@ def main(args):
     if size > box or size < 8:
         fail("--size must be between 8 and the particle box (%d)" % box)
     work_apix = apix * box / size
+    if table.has_pose and not np.all(np.isfinite(np.concatenate([table.euler, table.origin_A], 1))):
+        bad = int((~np.isfinite(np.concatenate([table.euler, table.origin_A], 1)).all(1)).sum())
+        fail("%s: %d particles have NaN or infinite angles or origins" % (args.particles, bad))
+    reference = None
+    if args.reference:
+        try:
+            reference, _ = read_map(args.reference, require_cubic=True)
+        except MRCError as exc:
+            fail(str(exc))
     wiener = args.wiener if args.wiener == "fsc" else float(args.wiener)
     device = select_device(args.device, args.threads)
     halves = assign_halves(table, args.halves, args.seed)
@@ -65,44 +80,22 @@ def main(args):
     log("reconstructing %d particles (%d px -> %d px, %.3f A/px, CTF %s) on %s"
         % (len(table), box, size, work_apix, ctf_mode, device_name(device)))
     progress = Progress(len(table), "reconstruct")
-    result = reconstruct_table(table, size=size, ctf_mode=ctf_mode, pad=args.pad, wiener=wiener, device=device,
-                               batch_size=args.batch_size, halves=halves, data_root=args.data_root, progress=progress)
-    used = result["batch_size"]
-    origin = tuple(float(v) for v in args.origin.split(",")) if args.origin else (-(size // 2) * work_apix,) * 3
-    os.makedirs(args.out, exist_ok=True)
-    write_map(os.path.join(args.out, "map.mrc"), result["full_map"].cpu().numpy(), work_apix, origin)
-    for i, half in enumerate(result["half_maps"]):
-        write_map(os.path.join(args.out, "half%d.mrc" % (i + 1)), half.cpu().numpy(), work_apix, origin)
-    curve = result["fsc"]
-    freqs = fsc_frequencies(size, work_apix)
-    columns = [freqs, curve]
-    header = "frequency_1_per_A,fsc_half_maps"
+    try:
+        result = reconstruct_table(table, size=size, ctf_mode=ctf_mode, pad=args.pad, wiener=wiener,
+                                   device=device, batch_size=args.batch_size, halves=halves,
+                                   data_root=args.data_root, progress=progress)
+    except (MRCError, OSError) as exc:
+        fail(str(exc))
+    origin = tuple(float(v) for v in args.origin.split(",")) if args.origin else None
+    facts = write_reconstruction(args.out, result, origin, reference)
     summary = {
         "command": "reconstruct", "n_particles": len(table), "box": box, "size": size, "apix": work_apix,
         "ctf": use_ctf, "ctf_mode": ctf_mode, "pad": args.pad, "wiener": args.wiener,
-        "particles_per_half": [int((halves == 0).sum()), int((halves == 1).sum())],
-        "resolution_0.143_A": resolution_at(curve, size, work_apix, 0.143),
-        "resolution_0.5_A": resolution_at(curve, size, work_apix, 0.5),
-        "device": device_name(device), "batch_size": used,
-        "seconds": progress.elapsed(), "particles_per_second": progress.rate(),
-        "files": {"map": "map.mrc", "half1": "half1.mrc", "half2": "half2.mrc", "fsc": "fsc.csv"},
+        "particles_per_half": [int((halves == 0).sum()), int((halves == 1).sum())], **facts,
+        "device": device_name(device), "batch_size": result["batch_size"],
+        "seconds": progress.elapsed(), "particles_per_second": progress.rate(), "files": Reconstruct.FILES,
     }
-    if args.reference:
-        try:
-            ref, info = read_map(args.reference, require_cubic=True)
-        except MRCError as exc:
-            fail(str(exc))
-        if ref.shape[0] != size:
-            ref = fourier_resize(torch.as_tensor(ref, dtype=torch.float64), size, ndim=3).numpy()
-        ref_curve = fsc(result["full_map"].cpu(), torch.as_tensor(np.array(ref)))
-        columns.append(ref_curve)
-        header += ",fsc_reference"
-        summary["reference_resolution_0.5_A"] = resolution_at(ref_curve, size, work_apix, 0.5)
-        summary["reference_resolution_0.143_A"] = resolution_at(ref_curve, size, work_apix, 0.143)
-        summary["reference_resolution_0.5_px"] = summary["reference_resolution_0.5_A"] / work_apix
-    np.savetxt(os.path.join(args.out, "fsc.csv"), np.stack(columns, -1), delimiter=",", header=header,
-               comments="", fmt="%.6g")
-    write_summary(os.path.join(args.out, "summary.json"), summary)
+    write_summary(os.path.join(args.out, SUMMARY), summary)
     log("done: %d particles in %.1f s (%.1f/s); half-map FSC resolution %.2f A (0.143), %.2f A (0.5)%s" % (
         len(table), progress.elapsed(), progress.rate(), summary["resolution_0.143_A"], summary["resolution_0.5_A"],
         "; vs reference %.2f A (0.5)" % summary["reference_resolution_0.5_A"] if args.reference else ""))

@@ -1,13 +1,18 @@
-"""Reconstruction of (a subset of) a particle table, streamed from disk in batches."""
+"""Reconstruction of (a subset of) a particle table, streamed from disk in batches, and its files."""
+import os
+
 import numpy as np
 import torch
 
-from .runtime import run_batches
 from .fourier import fourier_resize
+from .io.mrc import write_map
 from .io.stack import ImageSource
+from .metrics import fsc, fsc_frequencies, resolution_at
+from .outputs import Reconstruct
 from .reconstruction import Backprojector
+from .runtime import run_batches
 
-__all__ = ["assign_halves", "reconstruct_table"]
+__all__ = ["assign_halves", "reconstruct_table", "write_reconstruction"]
 
 CTF_MODES = ("full", "phase-flipped", "none")
 
@@ -64,3 +69,34 @@ def reconstruct_table(table, positions=None, size=None, ctf_mode="full", pad=2.0
     result = bp.reconstruct(wiener=wiener)
     result.update({"apix": work_apix, "size": size, "batch_size": used, "ctf": use_ctf})
     return result
+
+
+def write_reconstruction(out, result, origin=None, reference=None):
+    """Write a :func:`reconstruct_table` result into the folder ``out`` (names in
+    :class:`.outputs.Reconstruct`): the FSC-weighted map, the two half-maps and ``fsc.csv``
+    (frequency, half-map FSC, and the FSC against ``reference`` (a map array of the same box or
+    larger, Fourier-cropped) when given).  ``origin``: x, y, z in A of voxel 0 (default: the box
+    centred on 0).  Returns the resolutions (A) as a dict."""
+    size, apix = result["size"], result["apix"]
+    origin = tuple(origin) if origin is not None else (-(size // 2) * apix,) * 3
+    os.makedirs(out, exist_ok=True)
+    write_map(os.path.join(out, Reconstruct.MAP), result["full_map"].cpu().numpy(), apix, origin)
+    for name, half in zip(Reconstruct.HALF_MAPS, result["half_maps"]):
+        write_map(os.path.join(out, name), half.cpu().numpy(), apix, origin)
+    curve = result["fsc"]
+    columns, header = [fsc_frequencies(size, apix), curve], "frequency_1_per_A,fsc_half_maps"
+    facts = {"resolution_0.143_A": resolution_at(curve, size, apix, 0.143),
+             "resolution_0.5_A": resolution_at(curve, size, apix, 0.5)}
+    if reference is not None:
+        ref = np.asarray(reference)
+        if ref.shape[0] != size:
+            ref = fourier_resize(torch.as_tensor(ref, dtype=torch.float64), size, ndim=3).numpy()
+        ref_curve = fsc(result["full_map"].cpu(), torch.as_tensor(np.array(ref)))
+        columns.append(ref_curve)
+        header += ",fsc_reference"
+        facts["reference_resolution_0.5_A"] = resolution_at(ref_curve, size, apix, 0.5)
+        facts["reference_resolution_0.143_A"] = resolution_at(ref_curve, size, apix, 0.143)
+        facts["reference_resolution_0.5_px"] = facts["reference_resolution_0.5_A"] / apix
+    np.savetxt(os.path.join(out, Reconstruct.FSC), np.stack(columns, -1), delimiter=",", header=header,
+               comments="", fmt="%.6g")
+    return facts

@@ -1,13 +1,13 @@
 """Output files of ``landscape`` (written by the command, read by the protocol and the viewers)."""
-from ..core.outputs import SUMMARY  # noqa: F401
+from ..core.outputs import SUMMARY, Reconstruct  # noqa: F401
 
 LANDSCAPE = "landscape.npz"    # reduced coordinates, groups, projector arrays
 GROUPS = "groups.csv"          # one row per group: size, centre, mean features, resolutions
 PROJECTOR = "projector.npz"
 ANIMATIONS = "animations"      # folder of axis_<k>.pdb (normal modes only)
-GROUP_MAP = "map.mrc"          # inside group_<g>/
-GROUP_HALF_MAPS = ("half1.mrc", "half2.mrc")
-GROUP_FSC = "fsc.csv"
+GROUP_MAP = Reconstruct.MAP    # inside group_<g>/: a reconstruction's files
+GROUP_HALF_MAPS = Reconstruct.HALF_MAPS
+GROUP_FSC = Reconstruct.FSC
 GROUP_CENTROID = "centroid.pdb"
 FILES = {"landscape": LANDSCAPE, "groups": GROUPS, "projector": PROJECTOR}
 

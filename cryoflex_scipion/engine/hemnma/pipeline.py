@@ -1,0 +1,255 @@
+"""The whole elastic alignment of a particle set, as the command line, the protocol and the benchmarks run it.
+
+1. :func:`load_inputs` reads and checks the particles, the reference and its modes (raises
+   :class:`..core.runtime.EngineInputError` with a readable message before any heavy work);
+2. :func:`prepare_job` fixes the job's fingerprint in the output folder: finished batches of another
+   job (other particles, modes or settings) are never reused;
+3. :func:`align_batches` aligns the batches of one worker (``worker, worker + n_workers, ...``) that
+   have no result file yet, each saved atomically as soon as it is done (resume);
+4. :func:`merge_results` gathers the batches into the STAR, ``results.npz`` and the outlier flags.
+
+File names are in :mod:`.outputs`.
+"""
+import glob
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from ..core.atoms import read_atoms
+from ..core.io.mrc import MRCError
+from ..core.io.particles import read_particles
+from ..core.io.stack import ImageSource
+from ..core.io.star import StarError
+from ..core.metrics import mahalanobis
+from ..core.runtime import EngineInputError, Progress, device_name, host_memory_gb, log, run_batches
+from . import outputs
+from .align import AlignmentSettings, ElasticAligner
+from .model import CTF_FLIPPED, CTF_FULL, CTF_NONE, ElasticReference
+
+__all__ = ["HemnmaInputs", "parse_mode_numbers", "load_inputs", "residue_groups", "prepare_job", "align_batches",
+           "merge_results"]
+
+CTF_MODES = ("auto", CTF_FULL, CTF_FLIPPED, CTF_NONE)
+JOB_FILE = "job.json"  # the fingerprint of the job whose batches are in the output folder
+
+
+@dataclass
+class HemnmaInputs:
+    table: object          # ParticleTable
+    box: int
+    apix: float
+    model: object          # AtomModel of the reference
+    modes: np.ndarray      # (M, atoms, 3) of the selected modes
+    numbers: list          # their 1-based mode numbers
+    ctf_mode: str
+
+
+def parse_mode_numbers(text, total):
+    """1-based mode numbers from ``'7-9, 12'`` (``None``/empty: all ``total`` modes of the file)."""
+    if not text or not str(text).strip():
+        return list(range(1, total + 1))
+    out = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        a, dash, b = part.partition("-")
+        try:
+            first, last = int(a), int(b) if dash else int(a)
+        except ValueError:
+            raise EngineInputError("--mode-list takes mode numbers and ranges such as '7-9,12', not %r" % text) \
+                from None
+        if last < first:
+            raise EngineInputError("--mode-list range %r is reversed: write %d-%d" % (part, last, first))
+        out.extend(range(first, last + 1))
+    if not out:
+        raise EngineInputError("--mode-list %r names no mode" % text)
+    bad = [m for m in out if m < 1 or m > total]
+    if bad:
+        raise EngineInputError("--mode-list asks for mode(s) %s but the modes file holds modes 1-%d" % (bad, total))
+    if len(set(out)) != len(out):
+        raise EngineInputError("--mode-list %r names a mode twice" % text)
+    return out
+
+
+def load_inputs(particles, atoms, modes_path, mode_list=None, selection="all", apix=None, data_root=None,
+                ctf_mode="auto", need_poses=False):
+    """Read and check everything the alignment needs -> :class:`HemnmaInputs`."""
+    try:
+        table = read_particles(particles, apix=apix, check_files=True, data_root=data_root)
+        box, apix = table.uniform()
+        model = read_atoms(atoms, selection)
+    except (StarError, FileNotFoundError, MRCError, ValueError, ImportError) as exc:
+        raise EngineInputError(str(exc)) from None
+    if len(table) == 0:
+        raise EngineInputError("%s holds no particles" % particles)
+    if not os.path.exists(modes_path):
+        raise EngineInputError("modes file not found: %s" % modes_path)
+    modes = np.load(modes_path)
+    if modes.ndim != 3 or modes.shape[2] != 3:
+        raise EngineInputError("%s: modes must be an array (modes, atoms, 3), got %s" % (modes_path, modes.shape))
+    if modes.shape[1] != len(model):
+        raise EngineInputError("the modes have %d atoms but the reference %s has %d (selection %r)"
+                               % (modes.shape[1], atoms, len(model), selection))
+    numbers = parse_mode_numbers(mode_list, len(modes))
+    selected = modes[np.array(numbers) - 1]
+    if not np.all(np.isfinite(selected)):
+        raise EngineInputError("%s: the selected modes contain NaN or infinite values" % modes_path)
+    ctf_mode = CTF_FULL if ctf_mode == "auto" else ctf_mode
+    if ctf_mode != CTF_NONE and not table.has_ctf:
+        raise EngineInputError("%s has no CTF parameters: give --ctf-mode none for CTF-free or CTF-corrected images"
+                               % particles)
+    if need_poses and not table.has_pose:
+        raise EngineInputError("%s has no angles: --local and --use-input-poses need existing poses" % particles)
+    radius = np.sqrt(((model.coords - model.center()) ** 2).sum(1)).max()
+    if radius > 0.5 * box * apix:
+        raise EngineInputError("the reference reaches %.0f A from its centre but the particle box is %.0f A wide: "
+                               "pixel size or box inconsistent with the reference" % (radius, box * apix))
+    return HemnmaInputs(table, box, apix, model, selected, numbers, ctf_mode)
+
+
+def residue_groups(model):
+    """Bead index per atom, one bead per (chain, residue); None when that would not reduce the
+    model at least twofold (C-alpha or pseudoatomic references)."""
+    keys = np.char.add(np.char.add(model.chains.astype(str), ":"), model.resids.astype(str))
+    _, groups = np.unique(keys, return_inverse=True)
+    return groups if groups.max() + 1 <= len(model) // 2 else None
+
+
+def _digest(array):
+    a = np.ascontiguousarray(array)
+    return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
+
+def fingerprint(inputs, settings, batch_size, sigma, seed, local, use_input_poses, data_root=None):
+    """What decides a batch's result: the images (files, positions, pixel size), the input poses and
+    CTF, the reference and its selected modes, and every alignment setting.  The batch size is in it
+    because it decides which particles form batch ``k``."""
+    t = inputs.table
+    parts = {
+        "images": _digest(np.char.add(np.asarray(t.image_file).astype(str),
+                                      np.char.add("@", np.asarray(t.image_index).astype(str)))),
+        "stacks": sorted((os.path.realpath(p), os.path.getsize(p), int(os.path.getmtime(p)))
+                         for p in t.resolved_files(data_root).values() if os.path.exists(p)),
+        "box_apix": [int(inputs.box), float(inputs.apix)],
+        "poses": _digest(np.concatenate([t.euler, t.origin_A], 1)) if t.has_pose else None,
+        "ctf": _digest(np.stack([np.broadcast_to(np.asarray(getattr(t.ctf, f.name), np.float64), (len(t),))
+                                 for f in fields(t.ctf)])) if t.has_ctf else None,
+        "reference": _digest(inputs.model.coords) + _digest(inputs.model.weights),
+        "modes": _digest(inputs.modes), "mode_numbers": list(inputs.numbers),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "coarse_groups"},
+        "coarse_groups": None if settings.coarse_groups is None else _digest(settings.coarse_groups),
+        "batch_size": int(batch_size), "sigma": float(sigma), "seed": int(seed), "local": bool(local),
+        "use_input_poses": bool(use_input_poses)}
+    return parts, hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_job(out, parts, key):
+    """Keep the finished batches in ``out`` only if they belong to this job (same fingerprint ``key``);
+    otherwise remove them and record this job.  Returns the number of batches kept."""
+    batches = os.path.join(out, outputs.BATCHES)
+    job_path = os.path.join(out, JOB_FILE)
+    previous = None
+    if os.path.exists(job_path):
+        try:
+            with open(job_path) as fh:
+                previous = json.load(fh)
+        except (OSError, ValueError):
+            previous = None
+    existing = glob.glob(os.path.join(batches, "batch_*.npz"))
+    if previous is not None and previous.get("key") == key:
+        return len(existing)
+    if existing:
+        changed = sorted(k for k in parts if previous is None or previous.get("parts", {}).get(k) != parts[k])
+        log("%d finished batches in %s belong to another job (differs in: %s): aligning from scratch"
+            % (len(existing), out, ", ".join(changed) or "unknown, no job record"))
+        shutil.rmtree(batches)
+    for name in (outputs.STAR, outputs.RESULTS, outputs.SUMMARY):  # results of the other job
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            os.remove(path)
+    os.makedirs(batches, exist_ok=True)
+    with open(job_path + ".tmp", "w") as fh:
+        json.dump({"key": key, "parts": parts}, fh, indent=1, default=str)
+    os.replace(job_path + ".tmp", job_path)
+    return 0
+
+
+def align_batches(inputs, settings, out, device, batch_size=256, sigma=1.0, seed=0, data_root=None,
+                  init_poses=False, worker=0, n_workers=1):
+    """Align the batches ``worker, worker + n_workers, ...`` of ``inputs`` that have no result file in
+    ``out`` yet.  Returns ``(seconds, device name)``.  Unreadable images raise
+    :class:`EngineInputError`; finished batches are kept."""
+    table, model = inputs.table, inputs.model
+    torch.manual_seed(seed)
+    reference = ElasticReference(model.coords - model.center(), model.weights, inputs.modes, sigma, device)
+    aligner = ElasticAligner(reference, inputs.box, inputs.apix, settings)
+    n = len(table)
+    batches = [b for b in range(worker, (n + batch_size - 1) // batch_size, n_workers)
+               if not os.path.exists(os.path.join(out, outputs.batch_file(b)))]
+    todo = sum(min(batch_size, n - b * batch_size) for b in batches)
+    log("worker %d/%d on %s: %d particles in %d batches to align (%d px working, %d templates)"
+        % (worker + 1, n_workers, device_name(device), todo, len(batches), aligner.size,
+           0 if aligner.bank is None else aligner.bank.templates.shape[0]))
+    progress = Progress(todo, "hemnma" if n_workers == 1 else "hemnma[%d]" % worker)
+    with ImageSource(table, data_root) as source:
+        for b in batches:
+            pos = np.arange(b * batch_size, min((b + 1) * batch_size, n))
+            try:
+                images = source.read(pos)
+            except MRCError as exc:
+                raise EngineInputError("%s; finished batches are kept, a rerun resumes after the images are fixed"
+                                       % exc) from None
+            results = {}
+
+            def work(start, stop):  # a batch too large for the GPU is split, not lost
+                sub = pos[start:stop]
+                init = (table.euler[sub], table.origin_A[sub]) if init_poses else (None, None)
+                res = aligner.align(images[start:stop], table.ctf.subset(sub) if table.has_ctf else None, *init)
+                for key, value in res.items():
+                    results.setdefault(key, []).append(value)
+
+            run_batches(len(pos), len(pos), work, device, "hemnma")
+            merged = {k: np.concatenate(v) for k, v in results.items()}
+            path = os.path.join(out, outputs.batch_file(b))
+            np.savez(path + ".tmp.npz", positions=pos, **merged)
+            os.replace(path + ".tmp.npz", path)  # a batch file exists only when complete
+            progress.update(len(pos))
+    log("stage times (s): %s; peak host memory %.2f GB" % (
+        ", ".join("%s %.1f" % kv for kv in aligner.timings.items()), host_memory_gb()[1]))
+    return progress.elapsed(), device_name(device)
+
+
+def merge_results(inputs, out, outlier_threshold=3.2, data_root=None):
+    """Gather the batch files into ``particles.star`` and ``results.npz``; returns the arrays
+    (``euler``, ``origin_A``, ``amplitudes``, ``cost``, ``mahalanobis``, ``outlier``).  Raises
+    :class:`EngineInputError` when batches are missing."""
+    table, numbers = inputs.table, inputs.numbers
+    files = sorted(glob.glob(os.path.join(out, outputs.BATCHES, "batch_*.npz")))
+    parts = [dict(np.load(f)) for f in files]
+    pos = np.concatenate([p["positions"] for p in parts]) if parts else np.zeros(0, np.int64)
+    if len(np.unique(pos)) != len(table):
+        raise EngineInputError("results cover %d of %d particles: rerun to resume" % (len(np.unique(pos)), len(table)))
+    order = np.argsort(pos)
+    res = {k: np.concatenate([p[k] for p in parts])[order] for k in ("euler", "origin_A", "amplitudes", "cost")}
+    bad = ~np.all(np.isfinite(np.concatenate([res["euler"], res["origin_A"], res["amplitudes"],
+                                              res["cost"][:, None]], 1)), axis=1)
+    dist = np.zeros(len(table))
+    if len(table) > len(numbers) + 1 and (~bad).sum() > len(numbers) + 1:
+        dist[~bad] = mahalanobis(res["amplitudes"][~bad])
+    dist[bad] = np.inf  # a particle without a finite result is always an outlier
+    outlier = (dist > outlier_threshold) if outlier_threshold > 0 else bad.copy()
+    out_table = table.with_results(res["euler"], res["origin_A"], res["amplitudes"], numbers, data_root)
+    out_table.extra["cryoflexCost"] = res["cost"]
+    out_table.extra["cryoflexMahalanobis"] = dist
+    out_table.extra["cryoflexOutlier"] = outlier.astype(np.int64)
+    out_table.to_star(os.path.join(out, outputs.STAR), relative_to=out)
+    np.savez(os.path.join(out, outputs.RESULTS), mode_numbers=np.array(numbers), mahalanobis=dist,
+             outlier=outlier, **res)
+    res.update(mahalanobis=dist, outlier=outlier, n_failed=int(bad.sum()))
+    return res
+
