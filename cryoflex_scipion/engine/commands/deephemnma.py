@@ -22,19 +22,17 @@ import numpy as np
 import torch
 
 from ..cli import add_common_args, fail, gpu_ids, select_device
-from ..core.runtime import Progress, device_name, log, write_summary
-from ..core.geometry import euler_to_quaternion
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles
 from ..core.io.star import StarError
-from ..core.metrics import mahalanobis
-from ..deephemnma.data import ParticleImages, working_geometry
-from ..deephemnma.labels import (LabelError, labels_from_csv, labels_from_npz, labels_from_table, outlier_mask,
-                                 parse_mode_list)
-from ..deephemnma.model_file import ModelFileError, load_model, save_model
-from ..deephemnma.network import DeepHEMNMANet, count_parameters
-from ..deephemnma.predict import predict_particles
-from ..deephemnma.train import TrainConfig, TrainingJob, evaluate, job_data, run_distributed, run_job, split
+from ..core.runtime import EngineInputError, Progress, device_name, log, write_summary
+from ..deephemnma import outputs
+from ..deephemnma.labels import LabelError, labels_from_csv, labels_from_npz, labels_from_table, parse_mode_list
+from ..deephemnma.model_file import ModelFileError, load_model
+from ..deephemnma.network import DeepHEMNMANet
+from ..deephemnma.pipeline import (check_geometry, make_job, merge_known, plan_training, predict_set,
+                                   save_trained_model, train_network, write_prediction)
+from ..deephemnma.train import TrainConfig
 
 
 def _ints(text):
@@ -155,99 +153,57 @@ def _labels(args, table):
 def _train(args):
     table, box, apix = _read_table(args.particles, args.apix, args.data_root)
     labels = _labels(args, table)
-    size, work_apix = working_geometry(box, apix, args.size)
-    if size < 16:
-        fail("images of %d px are too small for the network (at least 16 px)" % size)
-    outliers = outlier_mask(labels.amplitudes, args.outlier_threshold)
-    distances = mahalanobis(labels.amplitudes) if labels.amplitudes.shape[1] and len(labels) > \
-        labels.amplitudes.shape[1] + 1 else np.zeros(len(labels))
-    train_pos, val_pos = split(len(table), ~outliers, args.val_fraction, args.val_count, args.seed)
-    if len(train_pos) == 0:
-        fail("no particle left for training (%d particles, %d outliers)" % (len(table), outliers.sum()))
-    os.makedirs(args.out, exist_ok=True)
-    np.savez(os.path.join(args.out, "training_set.npz"), train=train_pos, validation=val_pos, outlier=outliers,
-             mahalanobis=distances)
     try:
+        plan = plan_training(labels, box, apix, args.size, args.outlier_threshold, args.val_fraction, args.val_count,
+                             args.seed)
         blocks, hidden = _ints(args.blocks), _ints(args.hidden)
+    except EngineInputError as exc:
+        fail(str(exc))
     except ValueError:
         fail("--blocks and --hidden take comma-separated integers, e.g. 3,4,6,3 and 512,128")
+    if args.batch_size < 1 or args.epochs < 1:
+        fail("--batch-size and --epochs must be at least 1")
     net_config = DeepHEMNMANet(len(labels.mode_numbers), args.arch, blocks, args.width, args.features, hidden,
                                args.dropout).config
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
                          weight_decay=args.weight_decay, time_limit=args.time_limit, augment=not args.no_augment,
                          amp=not args.no_amp, seed=args.seed, checkpoint_seconds=args.checkpoint_seconds,
                          cuda_graph=not args.no_cuda_graph)
-    job = TrainingJob(os.path.abspath(args.particles), labels, train_pos, val_pos, size, net_config, config,
-                      data_root=args.data_root, apix=args.apix, cache=args.cache,
-                      checkpoint=os.path.join(args.out, "checkpoint.pt"), curves=os.path.join(args.out, "curves"))
+    job = make_job(args.particles, labels, plan, net_config, config, args.out, args.data_root, args.apix, args.cache)
     log("DeepHEMNMA training: %d particles (%d outliers left out, Mahalanobis > %g), %d training, %d validation; "
         "%d px at %.3f A/px (from %d px at %.3f A/px); modes %s; %s network"
-        % (len(table), outliers.sum(), args.outlier_threshold, len(train_pos), len(val_pos), size, work_apix, box,
-           apix, labels.mode_numbers, args.arch))
+        % (len(table), plan.outliers.sum(), args.outlier_threshold, len(plan.train), len(plan.val), plan.size,
+           plan.working_apix, box, apix, labels.mode_numbers, args.arch))
     gpus = _gpu_positions(args.gpus) if args.device != "cpu" else []
-    start = time.time()
     if len(gpus) > 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids(args.gpus))
-        try:
-            net, history = run_distributed(job, len(gpus), "cuda")
-        except Exception as exc:  # a worker's traceback was printed by torch.multiprocessing
-            fail("a training process failed (%s); rerun to resume from the checkpoint" % str(exc).splitlines()[0])
-        device_label = "%d GPUs (%s)" % (len(gpus), os.environ["CUDA_VISIBLE_DEVICES"])
         device = torch.device("cuda", 0)
-        data = job_data(job, device)
     else:
         device = _device(args)
-        try:
-            net, history, data = run_job(job, device)
-        except ValueError as exc:  # unusable inputs met while training (a message for the user)
-            fail(str(exc))
-        device_label = device_name(device)
-    seconds = time.time() - start
-    net = net.to(device)
-    final = evaluate(net, data, val_pos, device, config) if len(val_pos) else {}
-    meta = {"labels": data.scaler.to_dict(), "mode_numbers": labels.mode_numbers, "working_size": size,
-            "working_apix": work_apix, "input_box": box, "input_apix": apix, "reference": args.reference,
-            "label_source": labels.source,
-            "training": {"n_particles": len(table), "n_train": len(train_pos), "n_validation": len(val_pos),
-                         "outliers": int(outliers.sum()), "outlier_threshold": args.outlier_threshold,
-                         "epochs": len(history), "best_epoch": getattr(net, "best_epoch", None), "seconds": seconds,
-                         "batch_size": config.batch_size, "lr": config.lr, "augment": config.augment,
-                         "device": device_label},
-            "validation": final}
-    save_model(os.path.join(args.out, "model.pt"), net, meta)
+    try:
+        net, history, data, device_label, seconds = train_network(job, device, max(1, len(gpus)))
+    except ValueError as exc:  # unusable inputs met while training (a message for the user)
+        fail(str(exc))
+    except Exception as exc:
+        if len(gpus) <= 1:
+            raise
+        # a worker's traceback was printed by torch.multiprocessing
+        fail("a training process failed (%s); rerun to resume from the checkpoint" % str(exc).splitlines()[0])
+    final, meta = save_trained_model(args.out, net, data, plan, labels, history, config, seconds, device,
+                                     device_label, args.reference)
     summary = {"command": "deephemnma train", "n_particles": len(table), "box": box, "apix": apix,
-               "working_size": size, "working_apix": work_apix, "modes": labels.mode_numbers, "arch": args.arch,
-               "n_parameters": count_parameters(net), "n_train": len(train_pos), "n_validation": len(val_pos),
-               "outliers": int(outliers.sum()), "epochs": len(history), "best_epoch": getattr(net, "best_epoch", None),
-               "device": device_label, "seconds": seconds,
+               "working_size": plan.size, "working_apix": plan.working_apix, "modes": labels.mode_numbers,
+               "arch": args.arch, "n_parameters": meta["n_parameters"], "n_train": len(plan.train),
+               "n_validation": len(plan.val), "outliers": int(plan.outliers.sum()), "epochs": len(history),
+               "best_epoch": getattr(net, "best_epoch", None), "device": device_label, "seconds": seconds,
                "train_samples_per_second": sum(h["samples"] for h in history) / max(seconds, 1e-9)
                if history else 0.0,
-               "validation": final, "label_source": labels.source,
-               "files": {"model": "model.pt", "checkpoint": "checkpoint.pt", "curves": "curves.csv",
-                         "training_set": "training_set.npz"}}
-    write_summary(os.path.join(args.out, "summary.json"), summary)
+               "validation": final, "label_source": labels.source, "files": outputs.TRAIN_FILES}
+    write_summary(os.path.join(args.out, outputs.SUMMARY), summary)
     log("done: %d epochs in %.1f s; validation: amplitudes %.3g, angles %.2f deg, shifts %.3f A"
         % (len(history), seconds, final.get("val_amplitude_mae", float("nan")),
            final.get("val_angle_deg", float("nan")), final.get("val_shift_A", float("nan"))))
     return 0
-
-
-def _check_geometry(meta, box, apix, path):
-    """Prediction images must show the model's field of view (box x pixel size) with at least its
-    working size in pixels: then both are Fourier-cropped to the same pixel size."""
-    fov, trained_fov = box * apix, meta["input_box"] * meta["input_apix"]
-    if abs(fov - trained_fov) > 1e-3 * trained_fov or box < meta["working_size"]:
-        fail("%s: images are %d px at %.4g A/px (%.1f A wide) but the model was trained on %d px at %.4g A/px "
-             "(%.1f A wide, used at %d px): pixel size x box must match and the box be at least %d px; "
-             "rescale or re-extract the particles, or train on images like these"
-             % (path, box, apix, fov, meta["input_box"], meta["input_apix"], trained_fov, meta["working_size"],
-                meta["working_size"]))
-
-
-def _image_keys(table, data_root):
-    resolved = {k: os.path.realpath(v) for k, v in table.resolved_files(data_root).items()}
-    return np.char.add(np.char.add(np.array([resolved[str(f)] for f in table.image_file]).astype(str), "@"),
-                       np.asarray(table.image_index).astype(str))
 
 
 def _merge(args, table, result, mode_numbers):
@@ -255,19 +211,9 @@ def _merge(args, table, result, mode_numbers):
     try:
         labelled = read_particles(args.merge_with, data_root=args.data_root)
         known = labels_from_table(labelled, mode_numbers, args.merge_with)
-        keys_known = _image_keys(labelled, args.data_root)
+        return merge_known(table, result, labelled, known, args.data_root)
     except (StarError, FileNotFoundError, MRCError, LabelError, ValueError) as exc:
         fail(str(exc))
-    index = {k: i for i, k in enumerate(keys_known)}
-    keys = _image_keys(table, args.data_root)
-    rows = np.array([index.get(k, -1) for k in keys])
-    hit = rows >= 0
-    result["euler"][hit] = known.euler[rows[hit]]
-    result["origin_A"][hit] = known.origin_A[rows[hit]]
-    result["amplitudes"][hit] = known.amplitudes[rows[hit]]
-    if hit.any():
-        result["quaternion"][hit] = euler_to_quaternion(known.euler[rows[hit]])
-    return ~hit
 
 
 def _predict(args):
@@ -275,49 +221,44 @@ def _predict(args):
         wanted = parse_mode_list(args.modes_list)
     except LabelError as exc:
         fail(str(exc))
+    if args.batch_size < 1:
+        fail("--batch-size must be at least 1 (got %d)" % args.batch_size)
     device = _device(args)
     try:
         net, scaler, meta = load_model(args.model, device, wanted)
     except ModelFileError as exc:
         fail(str(exc))
     table, box, apix = _read_table(args.particles, args.apix, args.data_root)
-    _check_geometry(meta, box, apix, args.particles)
+    try:
+        check_geometry(meta, box, apix)
+    except EngineInputError as exc:
+        fail("%s: %s" % (args.particles, exc))
     numbers = [int(m) for m in meta["mode_numbers"]]
-    images = ParticleImages(table, meta["working_size"], args.data_root)
-    amp = device.type == "cuda" and not args.no_amp
-    channels_last = device.type == "cuda"
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    os.makedirs(args.out, exist_ok=True)
     log("DeepHEMNMA prediction: %d particles, %d px -> %d px, modes %s, on %s"
         % (len(table), box, meta["working_size"], numbers, device_name(device)))
     progress = Progress(len(table), "deephemnma predict")
     start = time.time()
     try:
-        result = predict_particles(net, images, scaler, device, args.batch_size, amp, channels_last, progress)
+        result = predict_set(net, scaler, meta, table, device, args.batch_size, not args.no_amp, args.data_root,
+                             progress)
     except MRCError as exc:
         fail(str(exc))
     inference_s = time.time() - start
-    images.close()
     predicted = np.ones(len(table), bool)
     if args.merge_with:
         predicted = _merge(args, table, result, numbers)
         log("%d particles keep their values from %s" % ((~predicted).sum(), args.merge_with))
-    out_table = table.with_results(result["euler"], result["origin_A"], result["amplitudes"], numbers,
-                                   args.data_root)
-    out_table.extra["cryoflexPredicted"] = predicted.astype(np.int64)
-    out_table.to_star(os.path.join(args.out, "particles.star"), relative_to=args.out)
-    np.savez(os.path.join(args.out, "results.npz"), mode_numbers=np.array(numbers), predicted=predicted, **result)
+    write_prediction(args.out, table, result, numbers, predicted, args.data_root)
     seconds = time.time() - start
+    amp = device.type == "cuda" and not args.no_amp
     summary = {"command": "deephemnma predict", "model": os.path.abspath(args.model), "n_particles": len(table),
                "box": box, "apix": apix, "working_size": meta["working_size"], "modes": numbers,
                "device": device_name(device), "bf16": amp, "batch_size": args.batch_size,
                "inference_seconds": inference_s, "particles_per_second": len(table) / max(inference_s, 1e-9),
                "seconds": seconds, "n_predicted": int(predicted.sum()), "n_merged": int((~predicted).sum()),
                "amplitude_mean": result["amplitudes"].mean(0), "amplitude_std": result["amplitudes"].std(0),
-               "files": {"star": "particles.star", "results": "results.npz"}}
-    write_summary(os.path.join(args.out, "summary.json"), summary)
+               "files": outputs.PREDICT_FILES}
+    write_summary(os.path.join(args.out, outputs.SUMMARY), summary)
     log("done: %d particles in %.1f s (%.0f/s for reading and inference)"
         % (len(table), seconds, summary["particles_per_second"]))
     return 0

@@ -12,7 +12,9 @@ Modules:
 - :mod:`.train`: L1/Adam, warmup + cosine, time limit, checkpoints and resume (only for the same
   inputs and settings), the step as a CUDA graph, several GPUs (DDP), on :mod:`..core.training`;
 - :mod:`.predict`: batched inference, quaternions -> ZYZ Euler angles;
-- :mod:`.model_file`: the ``.pt`` model format with JSON metadata.
+- :mod:`.model_file`: the ``.pt`` model format with JSON metadata;
+- :mod:`.pipeline`: training and prediction of a particle set, as the command runs them;
+- :mod:`.outputs`: the output file names.
 
 Typical prediction (what ``python -m cryoflex_scipion.engine deephemnma predict`` does)::
 

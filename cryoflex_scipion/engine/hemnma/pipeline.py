@@ -28,7 +28,7 @@ from ..core.io.star import StarError
 from ..core.metrics import mahalanobis
 from ..core.runtime import EngineInputError, Progress, device_name, host_memory_gb, log, run_batches
 from . import outputs
-from .align import AlignmentSettings, ElasticAligner
+from .align import ElasticAligner
 from .model import CTF_FLIPPED, CTF_FULL, CTF_NONE, ElasticReference
 
 __all__ = ["HemnmaInputs", "parse_mode_numbers", "load_inputs", "residue_groups", "prepare_job", "align_batches",
