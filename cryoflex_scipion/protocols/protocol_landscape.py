@@ -7,13 +7,21 @@ from pwem.objects import AtomStruct, SetOfAtomStructs, SetOfClassesFlex, SetOfPa
 from pyworkflow.object import Integer
 
 from ..constants import FLEX_NMA
-from ..convert import atomstruct_to_npz, modes_to_array, volume_from_mrc, write_particles_star
+from ..convert import (atomstruct_to_npz, latent_flex_info, modes_to_array, read_latents, volume_from_mrc,
+                       write_particles_star)
+from ..engine.landscape import outputs as OUT
 from .base import CryoFlexProtocol
 
 GROUPINGS = ["k-means", "Gaussian mixture", "ranges on the axes", "equal-population bins along axis 1", "none"]
 GROUPING_ARGS = ["kmeans", "gmm", "ranges", "quantiles", "none"]
 CTF_MODES = ["raw images (CTF)", "phase-flipped images", "no CTF"]
 CTF_ARGS = ["full", "phase-flipped", "none"]
+
+# Engine inputs this protocol writes (its outputs are named in engine/landscape/outputs.py).
+FEATURES_NPY = "features.npy"
+PARTICLES_STAR = "particles.star"
+MODES_NPY = "modes.npy"
+REFERENCE_NPZ = "reference.npz"
 
 
 class ProtCryoFlexLandscape(CryoFlexProtocol):
@@ -31,7 +39,10 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
     def _defineParams(self, form):
         form.addSection(label="Input")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticlesFlex",
-                      label="Particles with flexibility", help="e.g. the output of elastic alignment (HEMNMA).")
+                      label="Particles with flexibility",
+                      help="Any set of particles with flexibility coordinates (zFlex): normal-mode amplitudes "
+                           "(elastic alignment, DeepHEMNMA) or the latent vectors of a method such as 3DFlex or "
+                           "cryoSPHERE.")
         form.addParam("inputModes", params.PointerParam, pointerClass="SetOfNormalModes", allowsNull=True,
                       label="Normal modes (optional)",
                       help="For normal-mode amplitudes: the modes (and their reference) used to compute them, for "
@@ -73,18 +84,17 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
 
     def convertInputStep(self):
         parts = self.inputParticles.get()
-        features = np.array([p.getZFlex() for p in parts.iterItems(orderBy="id")], dtype=np.float64)
-        np.save(self._enginePath("features.npy"), features)
+        np.save(self._enginePath(FEATURES_NPY), read_latents(parts))  # any method's zFlex, id order
         if self.reconstruct.get():
-            write_particles_star(parts, self._enginePath("particles.star"), use_ctf=self.ctfMode.get() < 2)
+            write_particles_star(parts, self._enginePath(PARTICLES_STAR), use_ctf=self.ctfMode.get() < 2)
         if self._pointerIsSet(self.inputModes):
             numbers = [int(v) for v in str(parts.getFlexInfo().getAttr("modeNumbers")).split(",")]
             vectors, _ = modes_to_array(self.inputModes.get(), numbers=numbers)
-            np.save(self._enginePath("modes.npy"), vectors)
-            atomstruct_to_npz(self.inputModes.get().getPdb(), self._enginePath("reference.npz"), "all")
+            np.save(self._enginePath(MODES_NPY), vectors)
+            atomstruct_to_npz(self.inputModes.get().getPdb(), self._enginePath(REFERENCE_NPZ), "all")
 
     def landscapeStep(self):
-        args = ["--features", self._enginePath("features.npy"), "-o", self._enginePath(),
+        args = ["--features", self._enginePath(FEATURES_NPY), "-o", self._enginePath(),
                 "--method", ["pca", "umap"][self.method.get()], "--dims", self.dims.get(),
                 "--grouping", GROUPING_ARGS[self.grouping.get()], "--k", self.k.get(),
                 "--min-size", self.minSize.get(), "--core-fraction", self.coreFraction.get(),
@@ -94,17 +104,17 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
         if self.grouping.get() == 2:
             args += ["--ranges"] + [line.strip() for line in self.ranges.get().splitlines() if line.strip()]
         if self.reconstruct.get():
-            args += ["--particles", self._enginePath("particles.star"), "--ctf-mode", CTF_ARGS[self.ctfMode.get()]]
+            args += ["--particles", self._enginePath(PARTICLES_STAR), "--ctf-mode", CTF_ARGS[self.ctfMode.get()]]
             if self.reconstructSize.get():
                 args += ["--size", self.reconstructSize.get()]
         if self._pointerIsSet(self.inputModes):
-            args += ["--atoms", self._enginePath("reference.npz"), "--modes", self._enginePath("modes.npy")]
+            args += ["--atoms", self._enginePath(REFERENCE_NPZ), "--modes", self._enginePath(MODES_NPY)]
         self.runEngine(args)
 
     def createOutputStep(self):
         parts = self.inputParticles.get()
         prog = parts.getFlexInfo().getProgName()
-        result = np.load(self._enginePath("landscape.npz"))
+        result = np.load(self._enginePath(OUT.LANDSCAPE))
         reduced, groups = result["reduced"], result["groups"]
         flex = SetOfParticlesFlex(filename=self._getPath("particles_landscape.sqlite"), progName=prog)
         flex.copyInfo(parts)
@@ -117,23 +127,23 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
 
         rows = {}
         if self.readEngineSummary()["n_groups"]:
-            table = np.atleast_1d(np.genfromtxt(self._enginePath("groups.csv"), delimiter=",", names=True))
+            table = np.atleast_1d(np.genfromtxt(self._enginePath(OUT.GROUPS), delimiter=",", names=True))
             rows = {int(r["group"]): r for r in table}
         volumes = structures = None
         for g in sorted(rows):
-            folder = self._enginePath("group_%d" % g)
-            if os.path.exists(os.path.join(folder, "map.mrc")):
-                vol = volume_from_mrc(os.path.join(folder, "map.mrc"),
-                                      half_maps=[os.path.join(folder, "half1.mrc"), os.path.join(folder, "half2.mrc")])
+            folder = self._enginePath(OUT.group_folder(g))
+            if os.path.exists(os.path.join(folder, OUT.GROUP_MAP)):
+                vol = volume_from_mrc(os.path.join(folder, OUT.GROUP_MAP),
+                                      half_maps=[os.path.join(folder, h) for h in OUT.GROUP_HALF_MAPS])
                 if volumes is None:
                     volumes = self._createSetOfVolumes()
                     volumes.setSamplingRate(vol.getSamplingRate())
                 vol.setObjId(g)
                 volumes.append(vol)
-            if os.path.exists(os.path.join(folder, "centroid.pdb")):
+            if os.path.exists(os.path.join(folder, OUT.GROUP_CENTROID)):
                 if structures is None:
                     structures = self._createSetOfPDBs()
-                struct = AtomStruct(filename=os.path.join(folder, "centroid.pdb"))
+                struct = AtomStruct(filename=os.path.join(folder, OUT.GROUP_CENTROID))
                 struct.setObjId(g)
                 structures.append(struct)
         if volumes is not None:
@@ -155,7 +165,7 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
             def update_class(cls):
                 row = rows[cls.getObjId()]
                 rep = VolumeFlex(progName=prog)
-                map_file = self._enginePath("group_%d" % cls.getObjId(), "map.mrc")
+                map_file = self._enginePath(OUT.group_folder(cls.getObjId()), OUT.GROUP_MAP)
                 if os.path.exists(map_file):
                     rep.setLocation(map_file)
                     rep.setSamplingRate(volumes.getSamplingRate())
@@ -178,6 +188,10 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
         first = parts.getFirstItem()
         if first is None or len(first.getZFlex()) == 0:
             return ["The particles carry no flexibility coordinates (zFlex)."]
+        latent_dim = latent_flex_info(parts)["latDim"]
+        if latent_dim is not None and int(latent_dim) != len(first.getZFlex()):
+            errors.append("The particles' FlexInfo declares %s latent dimensions (latDim) but they carry %d "
+                          "coordinates." % (latent_dim, len(first.getZFlex())))
         n = parts.getSize()
         if self.grouping.get() in (0, 1) and self.k.get() > n:
             errors.append("%d groups asked for but the set has %d particles." % (self.k.get(), n))
