@@ -15,13 +15,14 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import STEPS_SERIAL
 
 from .. import Plugin
+from ..engine.core.outputs import SUMMARY
 
 
 class CryoFlexProtocol(EMProtocol):
     """Shared machinery; subclasses set ``_engineCommand`` and define steps."""
 
     _engineCommand = None
-    _summaryName = "summary.json"
+    _summaryName = SUMMARY  # the engine's JSON summary (engine/core/outputs.py)
     _engineUsesDevice = True  # False: a CPU command without --device (no GPU substitution)
     stepsExecutionMode = STEPS_SERIAL
 

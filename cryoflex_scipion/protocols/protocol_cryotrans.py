@@ -3,9 +3,20 @@ import pyworkflow.protocol.params as params
 from pwem.objects import SetOfVolumes, Volume
 
 from ..convert import atomstruct_to_npz, volume_from_mrc, volume_to_mrc
+from ..engine.cryotrans import outputs as OUT
 from .base import CryoFlexProtocol
 
 MAX_MASKS = 8
+
+# Engine inputs this protocol writes (its outputs are named in engine/cryotrans/outputs.py).
+MAP0 = "map0.mrc"
+MAP1 = "map1.mrc"
+REFERENCE_NPZ = "reference.npz"
+
+
+def mask_file(index):
+    """Partition mask ``index`` (1-based) on f0's grid."""
+    return "mask_%d.mrc" % index
 
 
 class ProtCryoFlexCryoTrans(CryoFlexProtocol):
@@ -80,15 +91,15 @@ class ProtCryoFlexCryoTrans(CryoFlexProtocol):
 
     # -- steps ---------------------------------------------------------------------
     def convertInputStep(self):
-        volume_to_mrc(self.inputVolume0.get(), self._enginePath("map0.mrc"))
-        volume_to_mrc(self.inputVolume1.get(), self._enginePath("map1.mrc"))
+        volume_to_mrc(self.inputVolume0.get(), self._enginePath(MAP0))
+        volume_to_mrc(self.inputVolume1.get(), self._enginePath(MAP1))
         for i, pointer in enumerate(self.inputMasks):
-            volume_to_mrc(pointer.get(), self._enginePath("mask_%d.mrc" % (i + 1)))
+            volume_to_mrc(pointer.get(), self._enginePath(mask_file(i + 1)))
         if self._pointerIsSet(self.referenceStructure):
-            atomstruct_to_npz(self.referenceStructure.get(), self._enginePath("reference.npz"), "not hydrogen")
+            atomstruct_to_npz(self.referenceStructure.get(), self._enginePath(REFERENCE_NPZ), "not hydrogen")
 
     def _trainArgs(self):
-        args = ["train", "--map0", self._enginePath("map0.mrc"), "--map1", self._enginePath("map1.mrc"),
+        args = ["train", "--map0", self._enginePath(MAP0), "--map1", self._enginePath(MAP1),
                 "-o", self._enginePath(), "--iterations", self.iterations.get(), "--lr", self.learningRate.get(),
                 "--rigidity", self.rigidity.get(), "--l2-iterations", self.l2Iterations.get(),
                 "--width", self.width.get(), "--steps", self.steps.get(), "--eps", self.eps.get(),
@@ -103,11 +114,11 @@ class ProtCryoFlexCryoTrans(CryoFlexProtocol):
             args += ["--schedule", self.schedule.get().replace(" ", "")]
         n_masks = len(self.inputMasks)
         if n_masks:
-            args += ["--masks"] + [self._enginePath("mask_%d.mrc" % (i + 1)) for i in range(n_masks)]
+            args += ["--masks"] + [self._enginePath(mask_file(i + 1)) for i in range(n_masks)]
             if self.maskRigidity.get().strip():
                 args += ["--mask-rigidity"] + self.maskRigidity.get().split()
         if self._pointerIsSet(self.referenceStructure):
-            args += ["--reference-model", self._enginePath("reference.npz")]
+            args += ["--reference-model", self._enginePath(REFERENCE_NPZ)]
         return args
 
     def trainStep(self):
@@ -115,16 +126,16 @@ class ProtCryoFlexCryoTrans(CryoFlexProtocol):
         self.runEngine(self._trainArgs())
 
     def createOutputStep(self):
-        generated = volume_from_mrc(self._enginePath("generated.mrc"))
+        generated = volume_from_mrc(self._enginePath(OUT.GENERATED))
         generated.setObjComment("CryoTRANS: f0 transported onto f1")
         frames = self._createSetOfVolumes("trajectory")
         frames.setSamplingRate(generated.getSamplingRate())
         summary = self.readEngineSummary()
         for i in range(summary["frames"]):
-            vol = volume_from_mrc(self._enginePath("frame_%02d.mrc" % i))
+            vol = volume_from_mrc(self._enginePath(OUT.frame(i)))
             vol.setObjComment("t = %.2f" % (i / max(summary["frames"] - 1, 1)))
             frames.append(vol)
-        displacement = volume_from_mrc(self._enginePath("displacement_magnitude.mrc"))
+        displacement = volume_from_mrc(self._enginePath(OUT.DISPLACEMENT_MAGNITUDE))
         displacement.setObjComment("displacement of each voxel of f0 (A)")
         self._defineOutputs(outputVolume=generated, outputTrajectory=frames, outputDisplacement=displacement)
         for out in (generated, frames, displacement):

@@ -7,11 +7,19 @@ from pwem.objects import SetOfParticlesFlex
 from ..constants import FLEX_NMA, GT_AMPLITUDES
 from ..convert import (fill_flex_particles, has_ground_truth, nma_labels_to_npz, set_nma_flex_info,
                        write_particles_star)
+from ..engine.deephemnma import outputs as OUT
 from ..objects import DeepHemnmaModel
 from .base import CryoFlexProtocol
 from .protocol_simulate import parse_mode_list
 
 LABEL_SOURCES = ["elastic alignment (zFlex and alignment)", "simulation ground truth"]
+
+# Engine inputs these protocols write (their outputs are named in engine/deephemnma/outputs.py).  The input
+# STAR is not named like the prediction's output STAR (OUT.STAR), which goes to the same folder.
+INPUT_STAR = "input_particles.star"
+LABELS_NPZ = "labels.npz"
+MERGE_STAR = "merge.star"
+MERGE_LABELS_NPZ = "merge_labels.npz"
 
 
 def _gpu_args(protocol):
@@ -79,13 +87,13 @@ class ProtCryoFlexDeepHEMNMATrain(CryoFlexProtocol):
 
     def convertInputStep(self):
         parts = self.inputParticles.get()
-        write_particles_star(parts, self._enginePath("particles.star"), use_alignment=False)
-        nma_labels_to_npz(parts, self._enginePath("labels.npz"), ground_truth=self._groundTruth(),
+        write_particles_star(parts, self._enginePath(INPUT_STAR), use_alignment=False)
+        nma_labels_to_npz(parts, self._enginePath(LABELS_NPZ), ground_truth=self._groundTruth(),
                           mode_numbers=parse_mode_list(self.modeList.get()) if self._groundTruth() else None)
 
     def trainStep(self):
-        args = ["train", "--particles", self._enginePath("particles.star"),
-                "--labels-npz", self._enginePath("labels.npz"), "-o", self._enginePath(),
+        args = ["train", "--particles", self._enginePath(INPUT_STAR),
+                "--labels-npz", self._enginePath(LABELS_NPZ), "-o", self._enginePath(),
                 "--size", self.workingSize.get(), "--arch", self.getEnumText("architecture"),
                 "--epochs", self.epochs.get(), "--val-fraction", self.valFraction.get(),
                 "--outlier-threshold", self.outlierThreshold.get(), "--lr", self.learningRate.get(),
@@ -109,7 +117,7 @@ class ProtCryoFlexDeepHEMNMATrain(CryoFlexProtocol):
 
     def createOutputStep(self):
         from ..engine.deephemnma.model_file import model_metadata
-        path = self._enginePath("model.pt")
+        path = self._enginePath(OUT.MODEL)
         meta = model_metadata(path)
         parts = self.inputParticles.get()
         model = DeepHemnmaModel(filename=path)
@@ -208,28 +216,28 @@ class ProtCryoFlexDeepHEMNMAPredict(CryoFlexProtocol):
         self._insertFunctionStep(self.createOutputStep)
 
     def convertInputStep(self):
-        write_particles_star(self.inputParticles.get(), self._enginePath("particles.star"), use_alignment=False)
+        write_particles_star(self.inputParticles.get(), self._enginePath(INPUT_STAR), use_alignment=False)
         if self._pointerIsSet(self.mergeWith):
             merge = self.mergeWith.get()
-            table = write_particles_star(merge, self._enginePath("merge.star"))
-            numbers = nma_labels_to_npz(merge, self._enginePath("merge_labels.npz"))
-            with np.load(self._enginePath("merge_labels.npz")) as labels:
+            table = write_particles_star(merge, self._enginePath(MERGE_STAR))
+            numbers = nma_labels_to_npz(merge, self._enginePath(MERGE_LABELS_NPZ))
+            with np.load(self._enginePath(MERGE_LABELS_NPZ)) as labels:
                 table.set_amplitudes(labels["amplitudes"], numbers)
-            table.to_star(self._enginePath("merge.star"))
+            table.to_star(self._enginePath(MERGE_STAR))
 
     def predictStep(self):
         args = ["predict", "--model", self.inputModel.get().getFileName(),
-                "--particles", self._enginePath("particles.star"), "-o", self._enginePath(),
+                "--particles", self._enginePath(INPUT_STAR), "-o", self._enginePath(),
                 "--batch-size", self.batchSize.get()]
         if self.modeList.get().strip():
             args += ["--modes-list", self.modeList.get().replace(" ", "")]
         if self._pointerIsSet(self.mergeWith):
-            args += ["--merge-with", self._enginePath("merge.star")]
+            args += ["--merge-with", self._enginePath(MERGE_STAR)]
         self.runEngine(args)
 
     def createOutputStep(self):
         model = self.inputModel.get()
-        with np.load(self._enginePath("results.npz")) as r:
+        with np.load(self._enginePath(OUT.RESULTS)) as r:
             res = {k: r[k] for k in r.files}
         flex = SetOfParticlesFlex(filename=self._getPath("particles_flex.sqlite"), progName=FLEX_NMA)
         fill_flex_particles(flex, self.inputParticles.get(), res["euler"], res["origin_A"], res["amplitudes"], None)

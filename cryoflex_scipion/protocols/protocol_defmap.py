@@ -5,11 +5,32 @@ import pyworkflow.protocol.params as params
 from pwem.objects import AtomStruct, Volume
 
 from ..convert import atomstruct_to_npz, light_atoms, volume_origin, volume_to_mrc
+from ..engine.defmap import outputs as OUT
 from ..objects import DefmapModel
 from .base import CryoFlexProtocol
 
 HEAVY_PROTEIN = "protein and not hydrogen"
 RESOLUTIONS = (5.0, 6.0, 7.0)
+
+# Engine inputs these protocols write (their outputs are named in engine/defmap/outputs.py).  The training
+# maps are simulated by 'defmap simulate-training-map -o <name>': this protocol names them too.
+INPUT_MAP = "map.mrc"
+INPUT_MODEL_NPZ = "model.npz"
+
+
+def training_model(i):
+    """Atomic model ``i`` (0-based) of a training set (engine .npz)."""
+    return "model_%d.npz" % i
+
+
+def training_map(i):
+    """Map ``i`` of a training set (given, or simulated from its model)."""
+    return "map_%d.mrc" % i
+
+
+def training_trajectory(i):
+    """MD frames of model ``i`` (.npy, frames x atoms x 3)."""
+    return "trajectory_%d.npy" % i
 
 
 def _default_model():
@@ -80,12 +101,12 @@ class ProtCryoFlexDefmapPredict(CryoFlexProtocol):
         return _default_model() if self.useDefaultModel.get() else self.inputModel.get().getFileName()
 
     def convertInputStep(self):
-        volume_to_mrc(self.inputVolume.get(), self._enginePath("map.mrc"), require_cubic=False)
+        volume_to_mrc(self.inputVolume.get(), self._enginePath(INPUT_MAP), require_cubic=False)
         if self._pointerIsSet(self.inputStructure):
-            atomstruct_to_npz(self.inputStructure.get(), self._enginePath("model.npz"), HEAVY_PROTEIN)
+            atomstruct_to_npz(self.inputStructure.get(), self._enginePath(INPUT_MODEL_NPZ), HEAVY_PROTEIN)
 
     def predictStep(self):
-        args = ["predict", "--map", self._enginePath("map.mrc"), "--model", self._modelFile(),
+        args = ["predict", "--map", self._enginePath(INPUT_MAP), "--model", self._modelFile(),
                 "--resolution", self.resolution.get(), "-o", self._enginePath(),
                 "--atom-lookup", self.getEnumText("atomLookup"), "--batch-size", self.batchSize.get()]
         if self.contour.get() != -1:
@@ -93,16 +114,16 @@ class ProtCryoFlexDefmapPredict(CryoFlexProtocol):
         else:
             args += ["--threshold", self.threshold.get()]
         if self._pointerIsSet(self.inputStructure):
-            args += ["--atoms", self._enginePath("model.npz")]
+            args += ["--atoms", self._enginePath(INPUT_MODEL_NPZ)]
         self.runEngine(args)
 
     def createOutputStep(self):
         from ..convert import volume_from_mrc
-        volume = volume_from_mrc(self._enginePath("defmap.mrc"))
+        volume = volume_from_mrc(self._enginePath(OUT.MAP))
         volume.setObjComment("DEFMap: predicted log10 RMSF (A), 0 outside the predicted voxels")
         outputs = {"outputVolume": volume}
         if self._pointerIsSet(self.inputStructure):
-            structure = AtomStruct(filename=self._enginePath("defmap_atoms.pdb"))
+            structure = AtomStruct(filename=self._enginePath(OUT.PDB))
             structure.setObjComment("B-factor column: Dynamics^DEFMap (residue mean of z-scored predictions)")
             outputs["outputStructure"] = structure
         self._defineOutputs(**outputs)
@@ -237,16 +258,16 @@ class ProtCryoFlexDefmapTrain(CryoFlexProtocol):
         from ..convert import trajectory_to_frames
         files = self.trajectories.get().split() if self.labelSource.get() == 1 else []
         for i, pointer in zip(self._pairs(), self.inputStructures):
-            npz = self._enginePath("model_%d.npz" % i)
+            npz = self._enginePath(training_model(i))
             atomstruct_to_npz(pointer.get(), npz, HEAVY_PROTEIN)
             if files:
                 trajectory_to_frames(pointer.get().getFileName(), files[i], HEAVY_PROTEIN,
-                                     self._enginePath("trajectory_%d.npy" % i))
+                                     self._enginePath(training_trajectory(i)))
             if self.mapSource.get() == 1:
-                volume_to_mrc(self.inputVolumes[i].get(), self._enginePath("map_%d.mrc" % i), require_cubic=False)
+                volume_to_mrc(self.inputVolumes[i].get(), self._enginePath(training_map(i)), require_cubic=False)
             else:
                 self.runEngine(["simulate-training-map", "--atoms", npz, "--resolution", self._resolution(),
-                                "-o", self._enginePath("map_%d.mrc" % i)], deviceArgs=False)
+                                "-o", self._enginePath(training_map(i))], deviceArgs=False)
 
     def trainStep(self):
         # The engine resumes from extra/engine/checkpoint.pt (continue mode); the checkpoint is kept
@@ -257,15 +278,15 @@ class ProtCryoFlexDefmapTrain(CryoFlexProtocol):
         if self.samplesPerEpoch.get() > 0:
             args += ["--samples-per-epoch", self.samplesPerEpoch.get()]
         for i in self._pairs():
-            pair = [self._enginePath("map_%d.mrc" % i), self._enginePath("model_%d.npz" % i)]
+            pair = [self._enginePath(training_map(i)), self._enginePath(training_model(i))]
             if self.labelSource.get() == 1:
-                pair.append(self._enginePath("trajectory_%d.npy" % i))
+                pair.append(self._enginePath(training_trajectory(i)))
             args += ["--pair"] + pair
         self.runEngine(args)
 
     def createOutputStep(self):
         from ..engine.defmap.model_file import model_metadata
-        path = self._enginePath("defmap_model.pt")
+        path = self._enginePath(OUT.MODEL)
         model = DefmapModel(filename=path)
         model.setResolution(self._resolution())
         meta = model_metadata(path)

@@ -8,11 +8,19 @@ from pwem.objects import SetOfParticlesFlex
 from ..constants import FLEX_NMA
 from ..convert import (atomstruct_to_npz, fill_flex_particles, light_atoms, modes_to_array, set_nma_flex_info,
                        write_particles_star)
+from ..engine.hemnma import outputs as OUT
 from .base import CryoFlexProtocol
 from .protocol_simulate import parse_mode_list
 
 CTF_MODES = ["raw images (CTF)", "phase-flipped images", "no CTF (corrected or absent)"]
 CTF_ARGS = ["full", "phase-flipped", "none"]
+
+# Engine inputs this protocol writes (its outputs are named in engine/hemnma/outputs.py).  The input STAR is
+# not named like the output STAR (OUT.STAR), which goes to the same folder.
+INPUT_STAR = "input_particles.star"
+MODES_NPY = "modes.npy"
+MODE_NUMBERS_NPY = "mode_numbers.npy"
+REFERENCE_NPZ = "reference.npz"
 
 
 class ProtCryoFlexElasticAlign(CryoFlexProtocol):
@@ -76,20 +84,20 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
         return parse_mode_list(self.modeList.get())
 
     def convertInputStep(self):
-        write_particles_star(self.inputParticles.get(), self._enginePath("particles.star"),
+        write_particles_star(self.inputParticles.get(), self._enginePath(INPUT_STAR),
                              use_alignment=self.useInputAlignment.get() > 0, use_ctf=self.ctfMode.get() < 2)
         modes = self.inputModes.get()
         vectors, numbers = modes_to_array(modes, numbers=self._modeNumbers())
-        np.save(self._enginePath("modes.npy"), vectors)
-        np.save(self._enginePath("mode_numbers.npy"), np.array(numbers))
-        model = atomstruct_to_npz(modes.getPdb(), self._enginePath("reference.npz"), "all")
+        np.save(self._enginePath(MODES_NPY), vectors)
+        np.save(self._enginePath(MODE_NUMBERS_NPY), np.array(numbers))
+        model = atomstruct_to_npz(modes.getPdb(), self._enginePath(REFERENCE_NPZ), "all")
         if len(model) != vectors.shape[1]:
             raise ValueError("the modes have %d atoms but their reference structure has %d"
                              % (vectors.shape[1], len(model)))
 
     def alignStep(self):
-        args = ["--particles", self._enginePath("particles.star"), "--atoms", self._enginePath("reference.npz"),
-                "--modes", self._enginePath("modes.npy"), "-o", self._enginePath(), "--ctf-mode", CTF_ARGS[self.ctfMode.get()],
+        args = ["--particles", self._enginePath(INPUT_STAR), "--atoms", self._enginePath(REFERENCE_NPZ),
+                "--modes", self._enginePath(MODES_NPY), "-o", self._enginePath(), "--ctf-mode", CTF_ARGS[self.ctfMode.get()],
                 "--size", self.workingSize.get(), "--angular-step", self.angularStep.get(),
                 "--max-shift", self.maxShift.get(), "--starts", self.starts.get(),
                 "--search-levels", self.searchLevels.get(), "--coarse-iterations", self.coarseIterations.get(),
@@ -107,21 +115,21 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
 
     def createOutputStep(self):
         parts = self.inputParticles.get()
-        with np.load(self._enginePath("results.npz")) as r:
+        with np.load(self._enginePath(OUT.RESULTS)) as r:
             res = {k: r[k] for k in r.files}
-        numbers = np.load(self._enginePath("mode_numbers.npy"))
+        numbers = np.load(self._enginePath(MODE_NUMBERS_NPY))
         reference = os.path.abspath(self.inputModes.get().getPdb().getFileName())
         flex = SetOfParticlesFlex(filename=self._getPath("particles_flex.sqlite"), progName=FLEX_NMA)
         fill_flex_particles(flex, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
                             res["mahalanobis"])
-        n_atoms = np.load(self._enginePath("modes.npy"), mmap_mode="r").shape[1]
-        set_nma_flex_info(flex, numbers, os.path.abspath(self._enginePath("modes.npy")), reference, n_atoms)
+        n_atoms = np.load(self._enginePath(MODES_NPY), mmap_mode="r").shape[1]
+        set_nma_flex_info(flex, numbers, os.path.abspath(self._enginePath(MODES_NPY)), reference, n_atoms)
         outputs = {"outputParticles": flex}
         if self.outputKept.get() and self.outlierThreshold.get() > 0:
             kept = SetOfParticlesFlex(filename=self._getPath("particles_flex_kept.sqlite"), progName=FLEX_NMA)
             fill_flex_particles(kept, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
                                 res["mahalanobis"], keep=~res["outlier"])
-            set_nma_flex_info(kept, numbers, os.path.abspath(self._enginePath("modes.npy")), reference, n_atoms)
+            set_nma_flex_info(kept, numbers, os.path.abspath(self._enginePath(MODES_NPY)), reference, n_atoms)
             outputs["outputParticlesKept"] = kept
         self._defineOutputs(**outputs)
         for out in outputs.values():
@@ -178,7 +186,7 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
         s = self.readEngineSummary()
         if s is None:
             return ["Not run yet."]
-        numbers = np.load(self._enginePath("mode_numbers.npy")).tolist()
+        numbers = np.load(self._enginePath(MODE_NUMBERS_NPY)).tolist()
         return ["%d particles aligned on modes %s (%s), %.1f particles/s on %s"
                 % (s["n_particles"], numbers, s["ctf_mode"], s["particles_per_second"], s["device"]),
                 "Mean cost (1 - correlation): %.4f; outliers (Mahalanobis > %.1f): %d"

@@ -5,6 +5,10 @@ from pwem.objects import Volume
 from ..convert import light_atoms, volume_from_mrc, volume_to_mrc
 from .base import CryoFlexProtocol
 
+# modelmap writes the map to the path given with -o: both names are this protocol's own.
+GRID_MAP = "grid.mrc"        # engine input: the reference map whose grid is used
+MODEL_MAP = "model_map.mrc"  # engine output path (-o)
+
 
 class ProtCryoFlexModelToMap(CryoFlexProtocol):
     """Map of an atomic model: Gaussian atoms weighted by their electrons, low-passed to a chosen resolution
@@ -40,11 +44,11 @@ class ProtCryoFlexModelToMap(CryoFlexProtocol):
         self._insertFunctionStep(self.createOutputStep)
 
     def simulateStep(self):
-        args = [self.inputStructure.get().getFileName(), "-o", self._enginePath("model_map.mrc"),
+        args = [self.inputStructure.get().getFileName(), "-o", self._enginePath(MODEL_MAP),
                 "--selection", self.selection.get()]
         if self.useReferenceGrid.get():
-            volume_to_mrc(self.referenceVolume.get(), self._enginePath("grid.mrc"))
-            args += ["--like", self._enginePath("grid.mrc")]
+            volume_to_mrc(self.referenceVolume.get(), self._enginePath(GRID_MAP))
+            args += ["--like", self._enginePath(GRID_MAP)]
         else:
             args += ["--size", self.boxSize.get(), "--apix", self.samplingRate.get()]
         if self.resolution.get() > 0:
@@ -52,7 +56,7 @@ class ProtCryoFlexModelToMap(CryoFlexProtocol):
         self.runEngine(args)
 
     def createOutputStep(self):
-        vol = volume_from_mrc(self._enginePath("model_map.mrc"))
+        vol = volume_from_mrc(self._enginePath(MODEL_MAP))
         self._defineOutputs(outputVolume=vol)
         self._defineSourceRelation(self.inputStructure, vol)
 

@@ -6,12 +6,16 @@ import pyworkflow.protocol.params as params
 from pwem.objects import AtomStruct, SetOfNormalModes
 
 from ..convert import fill_normal_modes, light_atoms, volume_file, volume_from_mrc, volume_to_mrc
+from ..engine.nma import outputs as OUT
 from .base import CryoFlexProtocol
 
 SELECTIONS = ["C-alpha", "backbone", "all heavy atoms", "custom"]
 PRODY_SELECTIONS = ["name CA", "backbone", "not hydrogen", None]
 MODEL_ANM, MODEL_RTB = 0, 1
 CUTOFF_ABS, CUTOFF_REL = 0, 1
+
+# Engine input this module writes (outputs are named in engine/nma/outputs.py).
+PSEUDO_INPUT_MAP = "input.mrc"
 
 
 class ProtCryoFlexNMA(CryoFlexProtocol):
@@ -80,9 +84,9 @@ class ProtCryoFlexNMA(CryoFlexProtocol):
         self.runEngine(args)  # no GPU parameters: NMA is sparse linear algebra on the CPU
 
     def createOutputStep(self):
-        table = np.genfromtxt(self._enginePath("modes.csv"), delimiter=",", names=True)
-        vectors = np.load(self._enginePath("modes.npy"))
-        structure = AtomStruct(filename=self._enginePath("atoms.pdb"),
+        table = np.genfromtxt(self._enginePath(OUT.MODES_TABLE), delimiter=",", names=True)
+        vectors = np.load(self._enginePath(OUT.MODES))
+        structure = AtomStruct(filename=self._enginePath(OUT.ATOMS),
                                pseudoatoms=bool(self.inputStructure.get().getPseudoAtoms()))
         modes = self._createSetOfNormalModes()
         fill_normal_modes(modes, vectors, table["eigenvalue"], table["collectivity"], table["score"],
@@ -179,10 +183,10 @@ class ProtCryoFlexVolumeToPseudoatoms(CryoFlexProtocol):
         self._insertFunctionStep(self.createOutputStep)
 
     def convertStep(self):
-        volume_to_mrc(self.inputVolume.get(), self._enginePath("input.mrc"))
+        volume_to_mrc(self.inputVolume.get(), self._enginePath(PSEUDO_INPUT_MAP))
 
     def fitStep(self):
-        args = ["--map", self._enginePath("input.mrc"), "-o", self._enginePath(),
+        args = ["--map", self._enginePath(PSEUDO_INPUT_MAP), "-o", self._enginePath(),
                 "--refine-steps", self.refineSteps.get()]
         if not self.useAutoThreshold.get():
             args += ["--threshold=%s" % self.threshold.get()]
@@ -193,9 +197,9 @@ class ProtCryoFlexVolumeToPseudoatoms(CryoFlexProtocol):
         self.runEngine(args)
 
     def createOutputStep(self):
-        structure = AtomStruct(filename=self._enginePath("pseudoatoms.pdb"), pseudoatoms=True)
+        structure = AtomStruct(filename=self._enginePath(OUT.PSEUDO_PDB), pseudoatoms=True)
         structure.setVolume(self.inputVolume.get())
-        pmap = volume_from_mrc(self._enginePath("pseudoatoms_map.mrc"))
+        pmap = volume_from_mrc(self._enginePath(OUT.PSEUDO_MAP))
         self._defineOutputs(outputStructure=structure, outputVolume=pmap)
         self._defineSourceRelation(self.inputVolume, structure)
 

@@ -4,9 +4,14 @@ import pyworkflow.protocol.params as params
 from pwem.objects import FSC
 
 from ..convert import volume_from_mrc, volume_to_mrc, write_particles_star
+from ..engine.core.outputs import Reconstruct as OUT
 from .base import CryoFlexProtocol
 
 HALVES = ["auto", "random", "alternate"]
+
+# Engine inputs this protocol writes (its outputs are named in engine/core/outputs.py, Reconstruct).
+PARTICLES_STAR = "particles.star"
+REFERENCE_MAP = "reference.mrc"
 
 
 class ProtCryoFlexReconstruct(CryoFlexProtocol):
@@ -47,16 +52,16 @@ class ProtCryoFlexReconstruct(CryoFlexProtocol):
         self._insertFunctionStep(self.createOutputStep)
 
     def convertInputStep(self):
-        write_particles_star(self.inputParticles.get(), self._enginePath("particles.star"),
+        write_particles_star(self.inputParticles.get(), self._enginePath(PARTICLES_STAR),
                              use_ctf=not self.ignoreCtf.get())
         if self._pointerIsSet(self.referenceVolume):
-            volume_to_mrc(self.referenceVolume.get(), self._enginePath("reference.mrc"))
+            volume_to_mrc(self.referenceVolume.get(), self._enginePath(REFERENCE_MAP))
 
     def reconstructStep(self):
         parts = self.inputParticles.get()
         size = self.workingSize.get() or parts.getXDim()
         origin = -(size // 2) * parts.getSamplingRate() * parts.getXDim() / size
-        args = ["--particles", self._enginePath("particles.star"), "-o", self._enginePath(),
+        args = ["--particles", self._enginePath(PARTICLES_STAR), "-o", self._enginePath(),
                 "--pad", self.padding.get(), "--wiener", self.wiener.get(), "--halves", HALVES[self.halfSplit.get()],
                 "--batch-size", self.batchSize.get(), "--origin=%s,%s,%s" % (origin, origin, origin)]
         if self.workingSize.get():
@@ -64,13 +69,12 @@ class ProtCryoFlexReconstruct(CryoFlexProtocol):
         if self.ignoreCtf.get():
             args.append("--no-ctf")
         if self._pointerIsSet(self.referenceVolume):
-            args += ["--reference", self._enginePath("reference.mrc")]
+            args += ["--reference", self._enginePath(REFERENCE_MAP)]
         self.runEngine(args)
 
     def createOutputStep(self):
-        volume = volume_from_mrc(self._enginePath("map.mrc"),
-                                 half_maps=[self._enginePath("half1.mrc"), self._enginePath("half2.mrc")])
-        data = np.genfromtxt(self._enginePath("fsc.csv"), delimiter=",", names=True)
+        volume = volume_from_mrc(self._enginePath(OUT.MAP), half_maps=[self._enginePath(h) for h in OUT.HALF_MAPS])
+        data = np.genfromtxt(self._enginePath(OUT.FSC), delimiter=",", names=True)
         fsc = FSC(objLabel="half-maps")
         fsc.setData(data["frequency_1_per_A"].tolist(), data["fsc_half_maps"].tolist())
         self._defineOutputs(outputVolume=volume, outputFSC=fsc)

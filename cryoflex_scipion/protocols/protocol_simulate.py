@@ -9,10 +9,16 @@ from pyworkflow.object import CsvList, Integer
 from ..constants import GT_AMPLITUDES, GT_ANGLES, GT_FRAME, GT_ORIGIN
 from ..convert import atomstruct_to_npz, atomstructs_to_frames, fill_particles, modes_to_array, volume_from_mrc
 from ..engine.core.io.particles import read_particles
+from ..engine.core.outputs import Simulate as OUT
 from .base import CryoFlexProtocol
 
 CONF_RIGID, CONF_MODES, CONF_STRUCTURES = 0, 1, 2
 DIST_GAUSSIAN, DIST_UNIFORM = 0, 1
+
+# Engine inputs this protocol writes (its outputs are named in engine/core/outputs.py, Simulate).
+MODEL_NPZ = "model.npz"
+MODES_NPY = "modes.npy"
+FRAMES_NPY = "frames.npy"
 
 
 def parse_mode_list(text):
@@ -115,20 +121,20 @@ class ProtCryoFlexSimulateParticles(CryoFlexProtocol):
     def convertInputStep(self):
         os.makedirs(self._enginePath(), exist_ok=True)
         selection = "all" if self.conformations.get() == CONF_MODES else self.atomSelection.get()
-        model = atomstruct_to_npz(self._modelStructure(), self._enginePath("model.npz"), selection)
+        model = atomstruct_to_npz(self._modelStructure(), self._enginePath(MODEL_NPZ), selection)
         if self.conformations.get() == CONF_MODES:
             modes, numbers = modes_to_array(self.inputModes.get(), numbers=parse_mode_list(self.modeList.get()))
             if modes.shape[1] != len(model):
                 raise ValueError("the modes have %d atoms but their structure has %d" % (modes.shape[1], len(model)))
-            np.save(self._enginePath("modes.npy"), modes)
+            np.save(self._enginePath(MODES_NPY), modes)
             self.info("normal modes %s on %d atoms" % (numbers, len(model)))
         elif self.conformations.get() == CONF_STRUCTURES:
-            frames = atomstructs_to_frames(self.inputStructures.get(), self._enginePath("frames.npy"),
+            frames = atomstructs_to_frames(self.inputStructures.get(), self._enginePath(FRAMES_NPY),
                                            self.atomSelection.get(), reference=model)
             self.info("%d structures of %d atoms" % (len(frames), len(model)))
 
     def _engineArgs(self):
-        args = ["--model", self._enginePath("model.npz"), "--selection", "all", "-o", self._enginePath(),
+        args = ["--model", self._enginePath(MODEL_NPZ), "--selection", "all", "-o", self._enginePath(),
                 "-n", self.nParticles.get(), "--box", self.boxSize.get(), "--apix", self.samplingRate.get(),
                 "--max-shift", self.maxShift.get(), "--voltage", self.voltage.get(),
                 "--cs", self.sphericalAberration.get(), "--amplitude-contrast", self.amplitudeContrast.get(),
@@ -144,17 +150,17 @@ class ProtCryoFlexSimulateParticles(CryoFlexProtocol):
             args += ["--sigma", self.atomSigma.get()]
         if self.conformations.get() == CONF_MODES:
             flag = "--amplitude-std" if self.amplitudeDistribution.get() == DIST_GAUSSIAN else "--amplitude-range"
-            args += ["--modes", self._enginePath("modes.npy"), flag, self.amplitudes.get()]
+            args += ["--modes", self._enginePath(MODES_NPY), flag, self.amplitudes.get()]
         elif self.conformations.get() == CONF_STRUCTURES:
-            args += ["--frames", self._enginePath("frames.npy")]
+            args += ["--frames", self._enginePath(FRAMES_NPY)]
         return args
 
     def simulateStep(self):
         self.runEngine(self._engineArgs())
 
     def createOutputStep(self):
-        table = read_particles(self._enginePath("particles.star"))
-        truth = np.genfromtxt(self._enginePath("ground_truth.csv"), delimiter=",", names=True)
+        table = read_particles(self._enginePath(OUT.STAR))
+        truth = np.genfromtxt(self._enginePath(OUT.GROUND_TRUTH), delimiter=",", names=True)
         amp_cols = [c for c in truth.dtype.names if c.startswith("amplitude_")]
         acq = Acquisition(voltage=self.voltage.get(), sphericalAberration=self.sphericalAberration.get(),
                           amplitudeContrast=self.amplitudeContrast.get(), magnification=10000)
@@ -173,7 +179,7 @@ class ProtCryoFlexSimulateParticles(CryoFlexProtocol):
 
         parts = self._createSetOfParticles()
         fill_particles(parts, table, acquisition=acq, item_callback=add_truth)
-        volume = volume_from_mrc(self._enginePath("reference.mrc"))
+        volume = volume_from_mrc(self._enginePath(OUT.REFERENCE_MAP))
         self._defineOutputs(outputParticles=parts, outputVolume=volume)
         self._defineSourceRelation(self._modelSourcePointer(), parts)
         self._defineSourceRelation(self._modelSourcePointer(), volume)

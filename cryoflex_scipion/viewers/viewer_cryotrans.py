@@ -7,7 +7,9 @@ from pwem.viewers import ChimeraView
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
 from ..engine.core.metrics import fsc_frequencies
+from ..engine.cryotrans import outputs as OUT
 from ..protocols import ProtCryoFlexCryoTrans
+from ..protocols.protocol_cryotrans import MAP0
 from .plots import fsc_figure, loss_figure, read_csv_columns
 from .viewers import _FigureView
 
@@ -58,13 +60,13 @@ class CryoFlexCryoTransViewer(ProtocolViewer):
 
     def _showTrajectory(self, _=None):
         s, apix, origin = self._grid()
-        frames = [self.protocol._enginePath("frame_%02d.mrc" % i) for i in range(s["frames"])]
+        frames = [self.protocol._enginePath(OUT.frame(i)) for i in range(s["frames"])]
         script = trajectory_script(self.protocol._getExtraPath("trajectory.cxc"), frames, apix, origin,
                                    s["threshold0"])
         return [ChimeraView(script)]
 
     def _showLoss(self, _=None):
-        cols = read_csv_columns(self.protocol._enginePath("loss.csv"))
+        cols = read_csv_columns(self.protocol._enginePath(OUT.LOSS))
         return [_FigureView(lambda fig: loss_figure(cols, fig=fig), "CryoTRANS loss")]
 
     def _showFsc(self, _=None):
@@ -77,7 +79,7 @@ class CryoFlexCryoTransViewer(ProtocolViewer):
     def _showDisplacement(self, _=None):
         s, apix, origin = self._grid()
         script = displacement_script(self.protocol._getExtraPath("displacement.cxc"),
-                                     self.protocol._enginePath("map0.mrc"),
-                                     self.protocol._enginePath("displacement_magnitude.mrc"), apix, origin,
+                                     self.protocol._enginePath(MAP0),
+                                     self.protocol._enginePath(OUT.DISPLACEMENT_MAGNITUDE), apix, origin,
                                      s["threshold0"], s["displacement_max_A"])
         return [ChimeraView(script)]

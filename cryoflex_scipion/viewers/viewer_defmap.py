@@ -5,7 +5,9 @@ import pyworkflow.protocol.params as params
 from pwem.viewers import ChimeraView
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
+from ..engine.defmap import outputs as OUT
 from ..protocols import ProtCryoFlexDefmapPredict, ProtCryoFlexDefmapTrain
+from ..protocols.protocol_defmap import INPUT_MAP
 from .plots import read_csv_rows, residue_profile_figure, training_curves_figure
 from .viewers import TrainingCurvesViewer, _FigureView
 
@@ -48,7 +50,7 @@ class CryoFlexDefmapPredictViewer(ProtocolViewer):
         return {"showProfile": self._showProfile, "showModel": self._showModel, "showMap": self._showMap}
 
     def _showProfile(self, _=None):
-        path = self.protocol._enginePath("residues.csv")
+        path = self.protocol._enginePath(OUT.RESIDUES)
         if not os.path.exists(path):
             return [self.errorMessage("No atomic model was given: there is no residue profile.")]
         rows = read_csv_rows(path)
@@ -66,7 +68,7 @@ class CryoFlexDefmapPredictViewer(ProtocolViewer):
         s = self.protocol.readEngineSummary()
         level = s["box_mean"] + s["box_std"] if s else None
         script = defmap_colour_script(self.protocol._getExtraPath("defmap_map.cxc"),
-                                      dynamics_map=vol.getFileName(), input_map=self.protocol._enginePath("map.mrc"),
+                                      dynamics_map=vol.getFileName(), input_map=self.protocol._enginePath(INPUT_MAP),
                                       apix=vol.getSamplingRate(), origin=vol.getOrigin(force=True).getShifts(),
                                       level=level)
         return [ChimeraView(script)]
@@ -76,7 +78,7 @@ class CryoFlexDefmapTrainViewer(TrainingCurvesViewer):
     """Training and validation curves of a DEFMap training."""
     _label = "viewer defmap training"
     _targets = [ProtCryoFlexDefmapTrain]
-    _curveFile, _title = "curve.csv", "DEFMap training"
+    _curveFile, _title = OUT.CURVE + ".csv", "DEFMap training"
 
     def _draw(self, columns, fig):
         return training_curves_figure(columns, title="DEFMap training", fig=fig)

@@ -7,6 +7,9 @@ from pwem.viewers import ChimeraView, TableView
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
 from ..constants import GT_AMPLITUDES, GT_FRAME
+from ..engine.core.outputs import Reconstruct, Simulate
+from ..engine.landscape import outputs as landscape_out
+from ..engine.nma import outputs as nma_out
 from ..protocols import ProtCryoFlexLandscape, ProtCryoFlexNMA, ProtCryoFlexReconstruct, ProtCryoFlexSimulateParticles
 from .plots import (fsc_figure, gallery_figure, ground_truth_figure, landscape_figure, modes_figure,
                     read_csv_columns)
@@ -28,9 +31,10 @@ class _FigureView:
 
 class TrainingCurvesViewer(ProtocolViewer):
     """Base of the viewers of network trainings: one figure drawn from the engine's curve CSV.
-    Subclasses set ``_targets``, ``_curveFile`` (in the engine folder), ``_title`` and ``_draw(columns, fig)``."""
+    Subclasses set ``_targets``, ``_curveFile`` (in the engine folder, from the method's outputs table),
+    ``_title`` and ``_draw(columns, fig)``."""
     _environments = [DESKTOP_TKINTER]
-    _curveFile, _title, _figsize = "curve.csv", "training", (7, 4.5)
+    _curveFile, _title, _figsize = None, "training", (7, 4.5)
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
@@ -73,7 +77,7 @@ class CryoFlexReconstructViewer(ProtocolViewer):
         return {"showFsc": self._showFsc, "showMap": self._showMap}
 
     def _showFsc(self, _=None):
-        cols = read_csv_columns(self.protocol._enginePath("fsc.csv"))
+        cols = read_csv_columns(self.protocol._enginePath(Reconstruct.FSC))
         curves = [cols["fsc_half_maps"]]
         labels = ["half-maps"]
         if "fsc_reference" in cols:
@@ -83,7 +87,7 @@ class CryoFlexReconstructViewer(ProtocolViewer):
 
     def _showMap(self, _=None):
         vol = self.protocol.outputVolume
-        maps = [self.protocol._enginePath(f) for f in ("map.mrc", "half1.mrc", "half2.mrc")]
+        maps = [self.protocol._enginePath(f) for f in (Reconstruct.MAP,) + Reconstruct.HALF_MAPS]
         script = chimerax_script(self.protocol._getExtraPath("show_map.cxc"), maps, vol.getSamplingRate(),
                                  vol.getOrigin(force=True).getShifts())
         return [ChimeraView(script)]
@@ -107,7 +111,7 @@ class CryoFlexSimulateViewer(ProtocolViewer):
 
     def _showGallery(self, _=None):
         from ..engine.core.io.mrc import open_stack
-        handle, _info = open_stack(self.protocol._enginePath("particles.mrcs"))
+        handle, _info = open_stack(self.protocol._enginePath(Simulate.STACK))
         try:
             images = np.array(handle.data[: max(1, self.nImages.get())])
         finally:
@@ -117,13 +121,13 @@ class CryoFlexSimulateViewer(ProtocolViewer):
                             figsize=(12, 1.5 * np.ceil(len(images) / 8)))]
 
     def _showTruth(self, _=None):
-        truth = read_csv_columns(self.protocol._enginePath("ground_truth.csv"))
+        truth = read_csv_columns(self.protocol._enginePath(Simulate.GROUND_TRUTH))
         return [_FigureView(lambda fig: ground_truth_figure(truth, fig=fig), "CryoFlex ground truth", figsize=(12, 3.5))]
 
     def _showReference(self, _=None):
         vol = self.protocol.outputVolume
         script = self.protocol._getExtraPath("show_reference.cxc")
-        chimerax_script(script, [self.protocol._enginePath("reference.mrc")], vol.getSamplingRate(),
+        chimerax_script(script, [self.protocol._enginePath(Simulate.REFERENCE_MAP)], vol.getSamplingRate(),
                         vol.getOrigin(force=True).getShifts())
         structure = self.protocol._modelStructure()
         if structure is not None:
@@ -149,7 +153,7 @@ class CryoFlexNMAViewer(ProtocolViewer):
         return {"showPlots": self._showPlots, "showTable": self._showTable, "showAnimation": self._showAnimation}
 
     def _table(self):
-        return read_csv_columns(self.protocol._enginePath("modes.csv"))
+        return read_csv_columns(self.protocol._enginePath(nma_out.MODES_TABLE))
 
     def _showPlots(self, _=None):
         table = self._table()
@@ -165,7 +169,7 @@ class CryoFlexNMAViewer(ProtocolViewer):
 
     def _showAnimation(self, _=None):
         mode = self.modeNumber.get()
-        path = self.protocol._enginePath("animations", "mode_%d.pdb" % mode)
+        path = self.protocol._enginePath(nma_out.animation(mode))
         if not os.path.exists(path):
             self.showError("No animation for mode %d (modes 7-%d have one)." % (mode, len(self._table()["mode"])))
             return []
@@ -208,7 +212,7 @@ class CryoFlexLandscapeViewer(ProtocolViewer):
         return np.array(values)
 
     def _showLandscape(self, _=None):
-        result = np.load(self.protocol._enginePath("landscape.npz"))
+        result = np.load(self.protocol._enginePath(landscape_out.LANDSCAPE))
         reduced, groups = result["reduced"], result["groups"]
         colour = label = None
         if self.colourBy.get() == 1:
@@ -222,15 +226,15 @@ class CryoFlexLandscapeViewer(ProtocolViewer):
 
     def _group_folders(self):
         folders, g = [], 1
-        while os.path.isdir(self.protocol._enginePath("group_%d" % g)):
-            folders.append(self.protocol._enginePath("group_%d" % g))
+        while os.path.isdir(self.protocol._enginePath(landscape_out.group_folder(g))):
+            folders.append(self.protocol._enginePath(landscape_out.group_folder(g)))
             g += 1
         return folders
 
     def _showFsc(self, _=None):
         curves, labels, freqs = [], [], None
         for i, folder in enumerate(self._group_folders()):
-            fn = os.path.join(folder, "fsc.csv")
+            fn = os.path.join(folder, landscape_out.GROUP_FSC)
             if os.path.exists(fn):
                 cols = read_csv_columns(fn)
                 freqs = cols["frequency_1_per_A"]
@@ -243,7 +247,8 @@ class CryoFlexLandscapeViewer(ProtocolViewer):
                             "CryoFlex group FSC")]
 
     def _showMaps(self, _=None):
-        maps = [os.path.join(f, "map.mrc") for f in self._group_folders() if os.path.exists(os.path.join(f, "map.mrc"))]
+        maps = [os.path.join(f, landscape_out.GROUP_MAP) for f in self._group_folders()
+                if os.path.exists(os.path.join(f, landscape_out.GROUP_MAP))]
         if not maps:
             self.showError("No group was reconstructed.")
             return []
@@ -254,7 +259,7 @@ class CryoFlexLandscapeViewer(ProtocolViewer):
         return [ChimeraView(script)]
 
     def _showAnimation(self, _=None):
-        path = self.protocol._enginePath("animations", "axis_%d.pdb" % self.axis.get())
+        path = self.protocol._enginePath(landscape_out.animation(self.axis.get()))
         if not os.path.exists(path):
             self.showError("No animation for axis %d (animations need normal modes as input)." % self.axis.get())
             return []

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 import cryoflex_scipion
+from cryoflex_scipion.engine.deephemnma import outputs as deephemnma_out
 from conftest import launch
 
 MODEL = os.path.join(os.path.dirname(cryoflex_scipion.__file__), "data", "adk_1ake_A.pdb")
@@ -75,7 +76,7 @@ def test_deephemnma_train_predict_merge(project):
     out = predict.outputParticles
     assert out.getSize() == 96 and out.getAlignment() == ALIGN_PROJ
     assert [int(v) for v in str(out.getFlexInfo().getAttr("modeNumbers")).split(",")] == [7, 8]
-    with np.load(predict._enginePath("results.npz")) as r:
+    with np.load(predict._enginePath(deephemnma_out.RESULTS)) as r:
         euler, origin, amps = r["euler"], r["origin_A"], r["amplitudes"]
     matrices, zflex = [], []
     for p in out.iterItems(orderBy="id"):  # the set reuses one item object: copy values inside the loop
@@ -94,7 +95,7 @@ def test_deephemnma_train_predict_merge(project):
     again.mergeWith.set(out)
     launch(project, again)
     assert again.readEngineSummary()["n_merged"] == 96
-    with np.load(again._enginePath("results.npz")) as r:
+    with np.load(again._enginePath(deephemnma_out.RESULTS)) as r:
         assert np.allclose(r["amplitudes"], amps, atol=1e-5)
         assert np.max(angular_distance(euler_to_matrix(r["euler"]), euler_to_matrix(euler))) < 1e-3
     assert any("kept their HEMNMA values" in line for line in again.summary())

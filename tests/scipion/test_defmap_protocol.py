@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 import cryoflex_scipion
+from cryoflex_scipion.engine.defmap import outputs as defmap_out
 from conftest import launch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -123,7 +124,7 @@ def test_defmap_train_registers_a_model_that_predict_checks(project):
     net, meta = load_model(model.getFileName(), 5.0)
     assert meta["n_parameters"] == N_PARAMETERS == 5774785
     assert len(meta["training_set"]) == 2 and model.getMetadata()["label_source"].startswith("B-factors")
-    rows = open(prot._enginePath("curve.csv")).read().splitlines()
+    rows = open(prot._enginePath(defmap_out.CURVE + ".csv")).read().splitlines()
     assert rows[0].startswith("epoch,train_loss,val_loss") and len(rows) == 3
     import matplotlib
     matplotlib.use("Agg")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import cryoflex_scipion
+from cryoflex_scipion.engine.nma import outputs as nma_out
 from conftest import launch
 
 MODEL = os.path.join(os.path.dirname(cryoflex_scipion.__file__), "data", "adk_1ake_A.pdb")
@@ -30,12 +31,12 @@ def test_nma_set_is_readable_by_prody(project):
     items = [(m.getCollectivity(), m.isEnabled()) for m in modes.iterItems(orderBy="id")]  # clone() drops enabled
     assert len(items) == 20
     assert not any(enabled for _, enabled in items[:6])
-    table = np.genfromtxt(nma._enginePath("modes.csv"), delimiter=",", names=True)
+    table = np.genfromtxt(nma._enginePath(nma_out.MODES_TABLE), delimiter=",", names=True)
     for (coll_set, enabled), coll, on in zip(items, table["collectivity"], table["enabled"]):
         assert coll_set == pytest.approx(coll)
         assert enabled == bool(on) and (not on or coll >= 0.15)
     assert modes.getPdb().getFileName() == nma.outputStructure.getFileName()
-    vectors = np.load(nma._enginePath("modes.npy"))
+    vectors = np.load(nma._enginePath(nma_out.MODES))
     assert vectors.shape == (20, 214, 3)
     parsed = prody.parseScipionModes(os.path.abspath(modes.getFileName()))
     assert parsed.numModes() == 20
@@ -48,7 +49,7 @@ def test_nma_set_is_readable_by_prody(project):
     summary = nma.readEngineSummary()
     assert summary["bfactor_correlation"] > 0.4  # 20 modes only; all modes give 0.53 (engine test)
     for k in range(7, 21):
-        assert os.path.exists(nma._enginePath("animations", "mode_%d.pdb" % k))
+        assert os.path.exists(nma._enginePath(nma_out.animation(k)))
     _check_nma_viewer(project, nma)
 
 
@@ -183,6 +184,8 @@ def test_elastic_alignment_protocol_recovers_ground_truth(project):
         amps, eul, origin = truth[p.getObjId()]
         z = p.getZFlex()
         assert len(z) == 3 and np.allclose(np.fromstring(p._xmipp_nmaDisplacements.get(), sep=","), z)
+        assert p._xmipp_cost.get() == p._cryoflexCost.get() and p._cryoflexMahalanobis.get() >= 0  # ContinuousFlex's
+        assert p.getFlexInfo().getProgName() == FLEX_NMA
         amp_err.append(np.abs(z - amps))
         e, _ = pose_from_matrices(p.getTransform().getMatrix()[None])
         angles.append(float(g.angular_distance(g.euler_to_matrix(e[0]), g.euler_to_matrix(eul))))
