@@ -36,8 +36,8 @@ def ensure_environment():
     stamp = os.path.join(VENV, ".cryoflex-installed")
     if os.path.exists(stamp) and open(stamp).read() == _fingerprint():
         return
-    if sys.version_info < (3, 8):
-        sys.exit("CryoFlex needs Python 3.8 or newer (3.11 recommended); this is %s" % sys.version.split()[0])
+    if sys.version_info < (3, 11):
+        sys.exit("CryoFlex needs Python 3.11 or newer; this is %s" % sys.version.split()[0])
     if not os.path.exists(_python()):
         print("creating %s ..." % VENV, flush=True)
         subprocess.check_call([sys.executable, "-m", "venv", VENV])
