@@ -258,3 +258,37 @@ def test_stack_over_2_gib_sparse(tmp_path):
         assert np.array_equal(handle.data[n - 1], last[4])
     finally:
         handle.close()
+
+
+def test_cryodrgn_writers_match_cryodrgn_parsers(data_path, tmp_path):
+    """Pose and CTF pickles equal cryoDRGN 4.3.1's parse_pose_star / parse_ctf_star on the same STAR."""
+    import pickle
+
+    from cryoflex_scipion.engine.core.ctf import CTFParams
+    from cryoflex_scipion.engine.core.io.cryodrgn import (read_cryodrgn_ctf, read_cryodrgn_poses,
+                                                          relion_to_cryodrgn_ctf, write_cryodrgn_ctf,
+                                                          write_cryodrgn_inputs)
+    table = read_particles(data_path("relion31.star"))
+    poses, ctf = str(tmp_path / "poses.pkl"), str(tmp_path / "ctf.pkl")
+    write_cryodrgn_inputs(table, poses, ctf)
+    with open(ctf, "rb") as fh:
+        ours = pickle.load(fh)
+    with open(data_path("relion31_cryodrgn_ctf.pkl"), "rb") as fh:
+        theirs = pickle.load(fh)
+    assert ours.dtype == np.float32 and ours.shape == (5, 9)
+    assert np.array_equal(ours, theirs)
+    rot, trans = read_cryodrgn_poses(poses)
+    with open(data_path("relion31_cryodrgn_poses.pkl"), "rb") as fh:
+        rot_ref, trans_ref = pickle.load(fh)
+    assert rot.dtype == np.float64 and np.allclose(rot, rot_ref, atol=1e-12)
+    assert np.allclose(trans, trans_ref, atol=1e-15)
+    # a row by hand: D, Apix, dfU, dfV, dfang, kV, Cs, w, phase
+    row = relion_to_cryodrgn_ctf(CTFParams(defocus_u=[15000.0], defocus_v=[14000.0], defocus_angle=[30.0],
+                                           voltage=200.0, cs=2.0, amplitude_contrast=0.07, phase_shift=90.0),
+                                 128, 1.5)
+    assert np.array_equal(row, np.array([[128, 1.5, 15000, 14000, 30, 200, 2.0, 0.07, 90]], dtype=np.float32))
+    write_cryodrgn_ctf(str(tmp_path / "one.pkl"), CTFParams(defocus_u=np.array([15000.0, 9000.0]),
+                                                           defocus_v=np.array([14000.0, 9000.0])), 64, 2.0)
+    back, box, apix = read_cryodrgn_ctf(str(tmp_path / "one.pkl"))
+    assert np.array_equal(box, [64, 64]) and np.allclose(apix, 2.0) and np.allclose(back.defocus_v, [14000, 9000])
+    assert np.allclose(back.voltage, 300.0) and np.allclose(back.amplitude_contrast, 0.1)

@@ -15,4 +15,5 @@ COMMANDS = {
     "modelmap": "cryoflex_scipion.engine.commands.modelmap",
     "cryotrans": "cryoflex_scipion.engine.commands.cryotrans",
     "deephemnma": "cryoflex_scipion.engine.commands.deephemnma",
+    "yardstick": "cryoflex_scipion.engine.commands.yardstick",
 }
