@@ -321,6 +321,14 @@ def start_eval(run, dataset, ids, frames_all, lid_all, work):
         out["error"] = "no finished epoch"
         return out, None
     out.update(latent_correlations(z, frames_all, lid_all))
+    out["abs_rho_pc1_frame_by_epoch"] = {}   # convergence of the latent ordering, from every saved epoch
+    for e in run.finished_epochs():
+        try:
+            with open(os.path.join(run.outdir, "z.%d.pkl" % e), "rb") as fh:
+                out["abs_rho_pc1_frame_by_epoch"][e] = latent_correlations(np.asarray(pickle.load(fh)),
+                                                                           frames_all)["abs_rho_pc1_frame"]
+        except Exception:  # a file cut by the stop
+            pass
     zfile = os.path.join(work, "z%d_eval.txt" % run.zdim)
     np.savetxt(zfile, z[ids].reshape(len(ids), -1))
     vols = os.path.join(work, "vols_z%d" % run.zdim)
@@ -364,7 +372,8 @@ def score_images(volumes, ids, dataset, frames_all, gt_maps, mask):
     plain, masked = [], []
     for vol, i in zip(volumes, ids):
         gt = gt_maps(frames_all[i])
-        v = torch.as_tensor(np.asarray(vol), dtype=torch.float64, device=gt.device)
+        v = vol if isinstance(vol, torch.Tensor) else torch.as_tensor(np.asarray(vol))   # maps made here are tensors
+        v = v.to(device=gt.device, dtype=torch.float64)
         plain.append(fsc_curves(v, gt))
         masked.append(fsc_curves(v, gt, mask=mask))
     out = {"au_fsc": per_image_au_fsc(np.asarray(plain), dataset.apix),
