@@ -7,7 +7,7 @@ import sys
 
 from .core import runtime
 
-__all__ = ["add_common_args", "fail", "select_device", "gpu_ids"]
+__all__ = ["add_common_args", "add_imaging_args", "imaging_settings", "fail", "select_device", "gpu_ids"]
 
 
 def fail(msg):
@@ -26,6 +26,32 @@ def add_common_args(parser, batch_size=64):
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     return g
+
+
+def add_imaging_args(parser, noise_before_ctf=0.5, max_shift=0.0):
+    """The microscope options of the commands that simulate images: noise split, CTF, shifts, atom width."""
+    g = parser.add_argument_group("imaging")
+    g.add_argument("--noise-before-ctf", type=float, default=noise_before_ctf,
+                   help="fraction of the noise variance added before the CTF (default: %(default)s)")
+    g.add_argument("--no-ctf", action="store_true", help="do not apply a CTF")
+    g.add_argument("--defocus-min", type=float, default=10000.0, help="A (default: %(default)s)")
+    g.add_argument("--defocus-max", type=float, default=25000.0, help="A (default: %(default)s)")
+    g.add_argument("--astigmatism", type=float, default=0.0, help="max defocusU - defocusV in A")
+    g.add_argument("--voltage", type=float, default=300.0, help="kV")
+    g.add_argument("--cs", type=float, default=2.7, help="spherical aberration in mm")
+    g.add_argument("--amplitude-contrast", type=float, default=0.1)
+    g.add_argument("--max-shift", type=float, default=max_shift,
+                   help="shifts uniform in +/- this many A on x and y (default: %(default)s)")
+    g.add_argument("--sigma", type=float, default=None, help="Gaussian width of an atom in A (default: one pixel)")
+    return g
+
+
+def imaging_settings(args):
+    """The options of :func:`add_imaging_args` as keyword arguments of ``SimulationSettings``."""
+    return {"noise_before_ctf": args.noise_before_ctf, "ctf": not args.no_ctf, "defocus_min": args.defocus_min,
+            "defocus_max": args.defocus_max, "astigmatism": args.astigmatism, "voltage": args.voltage,
+            "cs": args.cs, "amplitude_contrast": args.amplitude_contrast, "max_shift": args.max_shift,
+            "sigma": args.sigma}
 
 
 def select_device(name, threads=0):

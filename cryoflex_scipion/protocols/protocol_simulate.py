@@ -9,6 +9,7 @@ from pyworkflow.object import CsvList, Integer
 from ..constants import GT_AMPLITUDES, GT_ANGLES, GT_FRAME, GT_ORIGIN
 from ..convert import atomstruct_to_npz, atomstructs_to_frames, fill_particles, modes_to_array, volume_from_mrc
 from ..engine.core.io.particles import read_particles
+from ..engine.core.numbers import parse_number_list
 from ..engine.core.outputs import Simulate as OUT
 from .base import CryoFlexProtocol
 
@@ -22,18 +23,8 @@ FRAMES_NPY = "frames.npy"
 
 
 def parse_mode_list(text):
-    """'7-9, 12' -> [7, 8, 9, 12] (empty text -> None)."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    out = []
-    for part in text.replace(" ", "").split(","):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
+    """'7-9, 12' -> [7, 8, 9, 12] (empty text -> None); ValueError with a message otherwise."""
+    return parse_number_list(text, "Modes")
 
 
 class ProtCryoFlexSimulateParticles(CryoFlexProtocol):

@@ -91,3 +91,13 @@ def test_library_code_never_imports_the_command_line():
                 if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[-1] == "cli":
                     offenders.append(os.path.relpath(path, engine))
     assert offenders == []
+
+
+def test_number_lists_are_parsed_and_refused_one_way():
+    import pytest
+    from cryoflex_scipion.engine.core.numbers import parse_number_list
+    assert parse_number_list("7-9, 12") == [7, 8, 9, 12]
+    assert parse_number_list(" ") is None and parse_number_list(None) is None
+    for bad, message in (("abc", "use numbers and ranges"), ("9-7", "reversed"), ("7,7", "twice"), (",", "no number")):
+        with pytest.raises(ValueError, match=message):
+            parse_number_list(bad, "mode list")

@@ -119,7 +119,7 @@ def test_command_rejects_bad_input(tmp_path, data_path):
         (run(particles("noctf", 64, 1.3, ctf=False)), "no CTF"),
         (run(particles("small", 32, 1.0)), "inconsistent with the reference"),
         (run(good, "modes.npy", "--mode-list", "2-5"), "mode(s) [4, 5]"),
-        (run(good, "modes.npy", "--mode-list", "abc"), "mode numbers and ranges"),
+        (run(good, "modes.npy", "--mode-list", "abc"), "use numbers and ranges"),
         (run(good, "modes.npy", "--mode-list", "3-1"), "is reversed"),
         (run(good, "modes.npy", "--batch-size", "0"), "--batch-size must be at least 1"),
         (run(good, "nan_modes.npy"), "NaN or infinite"),

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..cli import add_common_args, fail, select_device
+from ..cli import add_common_args, add_imaging_args, fail, imaging_settings, select_device
 from ..core.atoms import read_atoms
 from ..core.outputs import SUMMARY, Simulate
 from ..core.runtime import device_name, log, write_summary
@@ -31,17 +31,7 @@ def add_args(p):
     p.add_argument("--box", type=int, default=128, help="image size in pixels (default: %(default)s)")
     p.add_argument("--apix", type=float, default=1.5, help="pixel size in A (default: %(default)s)")
     p.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio; omit for noiseless images")
-    p.add_argument("--noise-before-ctf", type=float, default=0.5,
-                   help="fraction of the noise variance added before the CTF (default: %(default)s)")
-    p.add_argument("--no-ctf", action="store_true", help="do not apply a CTF")
-    p.add_argument("--defocus-min", type=float, default=10000.0, help="A (default: %(default)s)")
-    p.add_argument("--defocus-max", type=float, default=25000.0, help="A (default: %(default)s)")
-    p.add_argument("--astigmatism", type=float, default=0.0, help="max defocusU - defocusV in A")
-    p.add_argument("--voltage", type=float, default=300.0, help="kV")
-    p.add_argument("--cs", type=float, default=2.7, help="spherical aberration in mm")
-    p.add_argument("--amplitude-contrast", type=float, default=0.1)
-    p.add_argument("--max-shift", type=float, default=0.0, help="shifts uniform in +/- this many A on x and y")
-    p.add_argument("--sigma", type=float, default=None, help="Gaussian width of an atom in A (default: one pixel)")
+    add_imaging_args(p)
     conf = p.add_argument_group("conformations (optional)")
     conf.add_argument("--modes", help=".npy of normal modes (M x atoms x 3) for the selected atoms")
     conf.add_argument("--amplitude-std", help="std of the Gaussian amplitudes per mode (one value or one per mode)")
@@ -106,9 +96,7 @@ def main(args):
                                   frames=frames, center=center)
     settings = SimulationSettings(
         n_particles=args.n_particles, size=args.box, apix=args.apix, snr=args.snr,
-        noise_before_ctf=args.noise_before_ctf, ctf=not args.no_ctf, defocus_min=args.defocus_min,
-        defocus_max=args.defocus_max, astigmatism=args.astigmatism, voltage=args.voltage, cs=args.cs,
-        amplitude_contrast=args.amplitude_contrast, max_shift=args.max_shift, sigma=args.sigma, seed=args.seed)
+        seed=args.seed, **imaging_settings(args))
     radius = np.sqrt(((model.coords - center) ** 2).sum(1)).max() + 3 * settings.atom_sigma() + args.max_shift
     if radius > args.box * args.apix / 2:
         log("WARNING: the model reaches %.0f A from its centre but the box half-width is %.0f A: "

@@ -16,7 +16,7 @@
 """
 import os
 
-from ..cli import add_common_args, fail, select_device
+from ..cli import add_common_args, add_imaging_args, fail, imaging_settings, select_device
 from ..core.runtime import EngineInputError, device_name, log, write_summary
 from ..yardstick import outputs
 from ..yardstick.pipeline import SNR_CONVENTIONS, BuildSettings, build
@@ -40,18 +40,8 @@ def add_args(p):
     b.add_argument("--snr-convention", default="cryobench", choices=SNR_CONVENTIONS,
                    help="cryobench: CryoBench's nominal SNR (box SNR = 4 x SNR); box: the SNR over the box of "
                         "the images written (default: %(default)s)")
-    b.add_argument("--noise-before-ctf", type=float, default=0.0,
-                   help="fraction of the noise variance added before the CTF (default: 0, as CryoBench)")
-    b.add_argument("--no-ctf", action="store_true")
-    b.add_argument("--defocus-min", type=float, default=10000.0, help="A (default: %(default)s)")
-    b.add_argument("--defocus-max", type=float, default=25000.0, help="A (default: %(default)s)")
-    b.add_argument("--astigmatism", type=float, default=0.0, help="max defocusU - defocusV in A")
-    b.add_argument("--voltage", type=float, default=300.0, help="kV")
-    b.add_argument("--cs", type=float, default=2.7, help="mm")
-    b.add_argument("--amplitude-contrast", type=float, default=0.1)
-    b.add_argument("--max-shift", type=float, default=5.0, help="shifts uniform in +/- this many A (default: 5)")
-    b.add_argument("--sigma", type=float, default=None, help="atom width in A (default: one pixel)")
     b.add_argument("--no-maps", action="store_true", help="do not write gt_maps/ (compute maps on the fly instead)")
+    add_imaging_args(b, noise_before_ctf=0.0, max_shift=5.0)  # CryoBench: all noise after the CTF
     add_common_args(b, batch_size=256)
 
 
@@ -59,10 +49,8 @@ def _build(args):
     device = select_device(args.device, args.threads)
     settings = BuildSettings(
         particles_per_frame=args.particles_per_frame, frames=args.frames, size=args.box, apix=args.apix,
-        snr=args.snr, snr_convention=args.snr_convention, noise_before_ctf=args.noise_before_ctf,
-        ctf=not args.no_ctf, defocus_min=args.defocus_min, defocus_max=args.defocus_max,
-        astigmatism=args.astigmatism, voltage=args.voltage, cs=args.cs, amplitude_contrast=args.amplitude_contrast,
-        max_shift=args.max_shift, sigma=args.sigma, write_maps=not args.no_maps, seed=args.seed)
+        snr=args.snr, snr_convention=args.snr_convention, write_maps=not args.no_maps, seed=args.seed,
+        **imaging_settings(args))
     try:
         traj = load_trajectory(args.trajectory, args.reference)
         summary = build(args.out, traj, settings, device, args.batch_size)

@@ -31,6 +31,7 @@ import torch
 from ..core.geometry import euler_to_quaternion
 from ..core.io.particles import AMPLITUDE_COLUMN
 from ..core.metrics import mahalanobis
+from ..core.numbers import parse_number_list
 
 __all__ = ["LabelError", "Labels", "labels_from_table", "labels_from_npz", "labels_from_csv", "outlier_mask",
            "LabelScaler", "quaternion_l1", "target_loss", "amplitude_columns", "parse_mode_list"]
@@ -83,19 +84,11 @@ class Labels:
 
 
 def parse_mode_list(text):
-    """``'7-9'`` or ``'7,8,9'`` -> ``[7, 8, 9]``; None/empty -> None."""
-    if not text:
-        return None
-    out = []
-    for part in str(text).replace(" ", "").split(","):
-        if not part:
-            continue
-        a, _, b = part.partition("-")
-        try:
-            out.extend(range(int(a), int(b or a) + 1))
-        except ValueError:
-            raise LabelError("mode list %r: use numbers and ranges, e.g. '7-9' or '7,9'" % text) from None
-    return out
+    """``'7-9'`` or ``'7,8,9'`` -> ``[7, 8, 9]``; None/empty -> None (:func:`..core.numbers.parse_number_list`)."""
+    try:
+        return parse_number_list(text, "mode list")
+    except ValueError as exc:
+        raise LabelError(str(exc)) from None
 
 
 def amplitude_columns(extra):

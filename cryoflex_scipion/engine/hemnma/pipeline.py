@@ -26,6 +26,7 @@ from ..core.io.particles import read_particles
 from ..core.io.stack import ImageSource
 from ..core.io.star import StarError
 from ..core.metrics import mahalanobis
+from ..core.numbers import parse_number_list
 from ..core.runtime import EngineInputError, Progress, device_name, host_memory_gb, log, run_batches
 from . import outputs
 from .align import ElasticAligner
@@ -51,29 +52,16 @@ class HemnmaInputs:
 
 def parse_mode_numbers(text, total):
     """1-based mode numbers from ``'7-9, 12'`` (``None``/empty: all ``total`` modes of the file)."""
-    if not text or not str(text).strip():
+    try:
+        numbers = parse_number_list(text, "--mode-list")
+    except ValueError as exc:
+        raise EngineInputError(str(exc)) from None
+    if numbers is None:
         return list(range(1, total + 1))
-    out = []
-    for part in str(text).replace(" ", "").split(","):
-        if not part:
-            continue
-        a, dash, b = part.partition("-")
-        try:
-            first, last = int(a), int(b) if dash else int(a)
-        except ValueError:
-            raise EngineInputError("--mode-list takes mode numbers and ranges such as '7-9,12', not %r" % text) \
-                from None
-        if last < first:
-            raise EngineInputError("--mode-list range %r is reversed: write %d-%d" % (part, last, first))
-        out.extend(range(first, last + 1))
-    if not out:
-        raise EngineInputError("--mode-list %r names no mode" % text)
-    bad = [m for m in out if m < 1 or m > total]
+    bad = [m for m in numbers if m < 1 or m > total]
     if bad:
         raise EngineInputError("--mode-list asks for mode(s) %s but the modes file holds modes 1-%d" % (bad, total))
-    if len(set(out)) != len(out):
-        raise EngineInputError("--mode-list %r names a mode twice" % text)
-    return out
+    return numbers
 
 
 def load_inputs(particles, atoms, modes_path, mode_list=None, selection="all", apix=None, data_root=None,
