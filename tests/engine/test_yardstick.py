@@ -122,8 +122,8 @@ def test_scoring_helpers(built):
 def test_parse_frames():
     assert parse_frames("all", 5) == [0, 1, 2, 3, 4]
     assert parse_frames("0,2-3", 5) == [0, 2, 3]
-    for bad, msg in (("", "empty"), ("7", "does not exist"), ("1,1", "repeats"), ("a-b", "frame numbers"),
-                     ("3-1", "empty")):
+    for bad, msg in (("", "empty"), ("7", "does not exist"), ("1,1", "twice"), ("a-b", "use numbers and ranges"),
+                     ("3-1", "reversed")):
         with pytest.raises(EngineInputError, match=msg):
             parse_frames(bad, 5)
 

@@ -37,6 +37,7 @@ from ..core.atoms import AtomModel
 from ..core.io.mrc import write_map
 from ..core.projection import gaussian_volume
 from ..core.runtime import EngineInputError, Progress, log
+from ..core.numbers import parse_number_list
 from ..core.simulation import Conformations, SimulationSettings, simulate_particles, write_ground_truth
 from . import outputs
 from .trajectory import lid_nmp_distance
@@ -98,19 +99,10 @@ def parse_frames(spec, n_frames):
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
         return list(range(n_frames))
     if isinstance(spec, str):
-        frames = []
-        for token in spec.replace(" ", ",").split(","):
-            if not token:
-                continue
-            try:
-                if "-" in token:
-                    a, b = token.split("-", 1)
-                    frames.extend(range(int(a), int(b) + 1))
-                else:
-                    frames.append(int(token))
-            except ValueError:
-                raise EngineInputError("--frames takes frame numbers such as '0-97' or '0,10,20', not %r" % spec) \
-                    from None
+        try:
+            frames = parse_number_list(spec, "--frames") or []
+        except ValueError as exc:
+            raise EngineInputError(str(exc)) from None
     else:
         frames = [int(f) for f in spec]
     if not frames:
