@@ -109,9 +109,9 @@ def main(args):
     if os.path.isfile(args.out):
         fail("-o %s is a file; give a folder" % args.out)
     os.makedirs(args.out, exist_ok=True)
-    parts, key = fingerprint(inputs, settings, args.batch_size, args.sigma, args.seed, args.local,
-                             args.use_input_poses, args.data_root)
-    kept = prepare_job(args.out, parts, key)
+    job = fingerprint(inputs, settings, args.batch_size, args.sigma, args.seed, args.local, args.use_input_poses,
+                      args.data_root)
+    kept = prepare_job(args.out, job)
     if kept:
         log("resuming: %d finished batches of this job are kept" % kept)
     start = time.time()

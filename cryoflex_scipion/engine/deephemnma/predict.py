@@ -53,7 +53,7 @@ def predict_particles(net, particles, scaler, device, batch_size=1024, amp=False
     the next batch is read from disk while the device computes)."""
     n = len(particles)
     parts = {}
-    for batch in particles.batches(np.arange(n), batch_size, device):
+    for batch in particles.batches(np.arange(n), batch_size, device, tables=False):
         images, out = batch.images, {}
 
         def work(start, stop):

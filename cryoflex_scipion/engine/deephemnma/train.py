@@ -43,7 +43,8 @@ import torch
 from ..core.geometry import angular_distance, quaternion_to_matrix
 from ..core.runtime import log
 from ..core.training import ddp
-from ..core.training.checkpoint import Fingerprint, digest, load_checkpoint, module_state, save_checkpoint
+from ..core.fingerprint import Fingerprint, digest
+from ..core.training.checkpoint import load_checkpoint, module_state, save_checkpoint
 from ..core.training.curves import save_curves
 from ..core.training.schedule import EpochPlan, lr_at
 from ..core.training.steps import GraphStep, autocast, load_optimizer_state, make_adam, set_lr
@@ -142,7 +143,7 @@ def evaluate(net, data, positions, device, config):
     net.eval()
     sums, count, ang, amp_err, shift_err = {}, 0, [], [], []
     with torch.inference_mode():
-        for batch in data.images.batches(positions, config.eval_batch_size, device):
+        for batch in data.images.batches(positions, config.eval_batch_size, device, tables=False):
             n = len(batch.indices)
             raw = data.label_tensors(batch.indices, device)
             with autocast(use_amp):
@@ -261,7 +262,7 @@ def train(data, net, config, device="cpu", checkpoint=None, curves=None, rank=0,
         model.train()
         sums = {}
         chunks = [order[s * batch:(s + 1) * batch][rank::world] for s in range(steps)]
-        for s, prepared in enumerate(data.images.batches_of(chunks, device)):
+        for s, prepared in enumerate(data.images.batches_of(chunks, device, tables=False)):
             lr = lr_at(epoch * steps + s, total_steps, warmup, config.lr, config.final_lr_fraction)
             set_lr(opt, lr)
             sel = slice(s * batch, (s + 1) * batch)

@@ -11,7 +11,6 @@
 File names are in :mod:`.outputs`.
 """
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from ..core.atoms import read_atoms
+from ..core.fingerprint import Fingerprint
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles
 from ..core.io.stack import ImageSource
@@ -108,51 +108,43 @@ def residue_groups(model):
     return groups if groups.max() + 1 <= len(model) // 2 else None
 
 
-def _digest(array):
-    a = np.ascontiguousarray(array)
-    return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()).hexdigest()[:16]
-
-
 def fingerprint(inputs, settings, batch_size, sigma, seed, local, use_input_poses, data_root=None):
-    """What decides a batch's result: the images (files, positions, pixel size), the input poses and
-    CTF, the reference and its selected modes, and every alignment setting.  The batch size is in it
-    because it decides which particles form batch ``k``."""
+    """:class:`..core.fingerprint.Fingerprint` of what decides a batch's result: the images (files,
+    positions, pixel size), the input poses and CTF, the reference and its selected modes, and every
+    alignment setting.  The batch size is in it because it decides which particles form batch ``k``."""
     t = inputs.table
-    parts = {
-        "images": _digest(np.char.add(np.asarray(t.image_file).astype(str),
-                                      np.char.add("@", np.asarray(t.image_index).astype(str)))),
-        "stacks": sorted((os.path.realpath(p), os.path.getsize(p), int(os.path.getmtime(p)))
-                         for p in t.resolved_files(data_root).values() if os.path.exists(p)),
-        "box_apix": [int(inputs.box), float(inputs.apix)],
-        "poses": _digest(np.concatenate([t.euler, t.origin_A], 1)) if t.has_pose else None,
-        "ctf": _digest(np.stack([np.broadcast_to(np.asarray(getattr(t.ctf, f.name), np.float64), (len(t),))
-                                 for f in fields(t.ctf)])) if t.has_ctf else None,
-        "reference": _digest(inputs.model.coords) + _digest(inputs.model.weights),
-        "modes": _digest(inputs.modes), "mode_numbers": list(inputs.numbers),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "coarse_groups"},
-        "coarse_groups": None if settings.coarse_groups is None else _digest(settings.coarse_groups),
-        "batch_size": int(batch_size), "sigma": float(sigma), "seed": int(seed), "local": bool(local),
-        "use_input_poses": bool(use_input_poses)}
-    return parts, hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return Fingerprint(
+        images=np.char.add(np.asarray(t.image_file).astype(str), np.char.add("@", np.asarray(t.image_index).astype(str))),
+        stacks=sorted((os.path.realpath(p), os.path.getsize(p), int(os.path.getmtime(p)))
+                      for p in t.resolved_files(data_root).values() if os.path.exists(p)),
+        box_apix=[int(inputs.box), float(inputs.apix)],
+        poses=np.concatenate([t.euler, t.origin_A], 1) if t.has_pose else None,
+        ctf=np.stack([np.broadcast_to(np.asarray(getattr(t.ctf, f.name), np.float64), (len(t),))
+                      for f in fields(t.ctf)]) if t.has_ctf else None,
+        reference=[inputs.model.coords, inputs.model.weights], modes=inputs.modes, mode_numbers=list(inputs.numbers),
+        settings={k: v for k, v in asdict(settings).items() if k != "coarse_groups"},
+        coarse_groups=settings.coarse_groups, batch_size=int(batch_size), sigma=float(sigma), seed=int(seed),
+        local=bool(local), use_input_poses=bool(use_input_poses))
 
 
-def prepare_job(out, parts, key):
-    """Keep the finished batches in ``out`` only if they belong to this job (same fingerprint ``key``);
-    otherwise remove them and record this job.  Returns the number of batches kept."""
+def prepare_job(out, job):
+    """Keep the finished batches in ``out`` only if they belong to this job (the same
+    :func:`fingerprint` ``job``); otherwise remove them and record this job.  Returns the number of
+    batches kept."""
     batches = os.path.join(out, outputs.BATCHES)
     job_path = os.path.join(out, JOB_FILE)
     previous = None
     if os.path.exists(job_path):
         try:
             with open(job_path) as fh:
-                previous = json.load(fh)
-        except (OSError, ValueError):
+                previous = json.load(fh).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
             previous = None
     existing = glob.glob(os.path.join(batches, "batch_*.npz"))
-    if previous is not None and previous.get("key") == key:
+    if previous is not None and not job.differences(previous):
         return len(existing)
     if existing:
-        changed = sorted(k for k in parts if previous is None or previous.get("parts", {}).get(k) != parts[k])
+        changed = job.differences(previous) if previous is not None else []
         log("%d finished batches in %s belong to another job (differs in: %s): aligning from scratch"
             % (len(existing), out, ", ".join(changed) or "unknown, no job record"))
         shutil.rmtree(batches)
@@ -162,7 +154,7 @@ def prepare_job(out, parts, key):
             os.remove(path)
     os.makedirs(batches, exist_ok=True)
     with open(job_path + ".tmp", "w") as fh:
-        json.dump({"key": key, "parts": parts}, fh, indent=1, default=str)
+        json.dump({"fingerprint": job.digests}, fh, indent=1)
     os.replace(job_path + ".tmp", job_path)
     return 0
 

@@ -5,8 +5,8 @@ Modules:
 - :mod:`.cache`: particle images Fourier-cropped to a working size and normalised (per image, or
   one global scale), kept on the GPU, in pinned host memory or streamed from disk with the next
   batch read ahead; batches ``(indices, images, poses, ctf)`` on the device;
-- :mod:`.checkpoint`: atomic checkpoints of any state, and the fingerprint of inputs and
-  settings that decides whether a rerun resumes or starts afresh;
+- :mod:`.checkpoint`: atomic checkpoints of any state, resumed only when the fingerprint of inputs
+  and settings (:mod:`..fingerprint`) is the run's;
 - :mod:`.schedule`: warmup + cosine learning rate, and the number of epochs fitted to a time limit;
 - :mod:`.steps`: bfloat16 autocast, Adam with its learning rate in a device tensor, an optimisation
   step replayed as a CUDA graph (eager fallback);
@@ -31,8 +31,8 @@ A trainer's loop, in outline::
 """
 from .cache import (Batch, CTFBatch, GlobalNormaliser, ParticleCache, PerImageNormaliser, Poses, normaliser_from_dict,
                     working_geometry)
-from .checkpoint import (CheckpointMismatch, Fingerprint, digest, load_checkpoint, module_state, restore_rng_state,
-                         rng_state, save_checkpoint)
+from ..fingerprint import Fingerprint, digest
+from .checkpoint import CheckpointMismatch, load_checkpoint, module_state, restore_rng_state, rng_state, save_checkpoint
 from .curves import save_curves
 from .ddp import barrier, broadcast_floats, run_distributed, wrap_ddp
 from .schedule import EpochPlan, lr_at

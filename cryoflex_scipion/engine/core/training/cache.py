@@ -37,7 +37,6 @@ Per particle the cache also carries, as small tables on the device:
 A batch is a :class:`Batch` ``(indices, images, poses, ctf)``.
 """
 import concurrent.futures
-import hashlib
 import os
 from typing import NamedTuple
 
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 from ..ctf import compute_ctf
+from ..fingerprint import digest
 from ..fourier import fourier_resize
 from ..geometry import euler_to_matrix, origin_to_shift
 from ..io.stack import ImageSource
@@ -187,13 +187,6 @@ class Batch(NamedTuple):
     ctf: object
 
 
-def _digest_array(a):
-    a = np.ascontiguousarray(a)
-    h = hashlib.sha256(("%s%s" % (a.dtype.str, a.shape)).encode())
-    h.update(a.tobytes())
-    return h.hexdigest()
-
-
 class ParticleCache:
     """Prepared images of a particle table (or of an array), by position, with poses and CTFs.
 
@@ -216,7 +209,7 @@ class ParticleCache:
             self.n, self.box = raw.shape[0], raw.shape[-1]
             self.apix = None if apix is None else float(apix)
             self.size = min(int(size), self.box)
-            self._raw_digest = _digest_array(raw.detach().cpu().numpy())
+            self._raw_digest = digest(raw.detach().cpu().numpy())
             if not self.normaliser.fitted:
                 self._fit_normaliser(lambda positions: raw[torch.as_tensor(positions)])
             self.cache = self._prepare(raw, raw.device)
@@ -306,27 +299,31 @@ class ParticleCache:
             positions = positions.cpu().numpy()
         return self._prepare(self.reader.read(np.asarray(positions, dtype=np.int64)), device)
 
-    def _batch(self, positions, images, device):
+    def _batch(self, positions, images, device, tables):
         device = torch.device(device)
         indices = torch.as_tensor(positions, dtype=torch.int64, device=device)
+        if not tables:
+            return Batch(indices, images, None, None)
         return Batch(indices, images, self.poses(indices, device), self.ctf(indices, device))
 
-    def batch(self, positions, device):
-        """The :class:`Batch` of the particles at ``positions``."""
-        return self._batch(positions, self.get(positions, device), device)
+    def batch(self, positions, device, tables=True):
+        """The :class:`Batch` of the particles at ``positions``; ``tables=False``: without poses and
+        CTF (a trainer that does not use them saves their gathers on every step)."""
+        return self._batch(positions, self.get(positions, device), device, tables)
 
-    def batches(self, positions, batch_size, device):
+    def batches(self, positions, batch_size, device, tables=True):
         """Yield :class:`Batch` es of ``batch_size`` consecutive entries of ``positions``."""
         positions = np.asarray(positions, dtype=np.int64)
-        return self.batches_of([positions[s:s + batch_size] for s in range(0, len(positions), batch_size)], device)
+        return self.batches_of([positions[s:s + batch_size] for s in range(0, len(positions), batch_size)], device,
+                               tables)
 
-    def batches_of(self, chunks, device):
+    def batches_of(self, chunks, device, tables=True):
         """Yield the :class:`Batch` of each chunk of positions (numpy or tensors) in ``chunks``.  When the
         images are not cached, the next chunk is read from disk by a background thread while the caller
         works on the current one."""
         if self.cache is not None:
             for pos in chunks:
-                yield self.batch(pos, device)
+                yield self.batch(pos, device, tables)
             return
         # host positions for the reader, converted before the first read (one wait for the device)
         chunks = [c.cpu().numpy() if isinstance(c, torch.Tensor) else np.asarray(c, dtype=np.int64) for c in chunks]
@@ -335,7 +332,7 @@ class ParticleCache:
             for i, pos in enumerate(chunks):
                 raw = pending.result()
                 pending = pool.submit(self.reader.read, chunks[i + 1]) if i + 1 < len(chunks) else None
-                yield self._batch(pos, self._prepare(raw, device), device)
+                yield self._batch(pos, self._prepare(raw, device), device, tables)
 
     # -- where the prepared images are kept -------------------------------------------------
     def cache_bytes(self, dtype):
@@ -367,7 +364,7 @@ class ParticleCache:
         # pinned from the start for a GPU run: pinning afterwards would hold the set twice
         cache = torch.empty(self.n, self.size, self.size, dtype=dtype, device=store,
                             pin_memory=store.type == "cpu" and device.type == "cuda")
-        for batch in self.batches(np.arange(self.n), batch_size, device):
+        for batch in self.batches(np.arange(self.n), batch_size, device, tables=False):
             cache[batch.indices.to(store)] = batch.images.to(store, dtype)
             if progress is not None:
                 progress.update(len(batch.indices))
@@ -388,14 +385,14 @@ class ParticleCache:
                 # each particle's stack by its file name without the folders (which a moved project changes)
                 names, stack_of = np.unique(np.asarray(self.table.image_file).astype(str), return_inverse=True)
                 basenames, name_of = np.unique([os.path.basename(s) for s in names], return_inverse=True)
-                images = [_digest_array(self.reader.read(sample)), _digest_array(np.asarray(self.table.image_index)),
-                          basenames.tolist(), _digest_array(name_of[stack_of.reshape(-1)].astype(np.int64))]
+                images = [digest(self.reader.read(sample)), digest(np.asarray(self.table.image_index)),
+                          basenames.tolist(), digest(name_of[stack_of.reshape(-1)].astype(np.int64))]
             self._fingerprint = {
                 "n": self.n, "box": self.box, "apix": self.apix, "size": self.size,
                 "normaliser": self.normaliser.settings(), "images": images,
-                "poses": None if self.euler is None else [_digest_array(self.euler), _digest_array(self.origin_A)],
+                "poses": None if self.euler is None else [digest(self.euler), digest(self.origin_A)],
                 "ctf": None if self.ctf_params is None else
-                {k: _digest_array(v.numpy()) for k, v in self.ctf_params.tensors(self.n, dtype=torch.float64).items()}}
+                {k: digest(v.numpy()) for k, v in self.ctf_params.tensors(self.n, dtype=torch.float64).items()}}
         return self._fingerprint
 
     def close(self):
