@@ -81,9 +81,10 @@ from cryoflex_scipion.engine.core.atoms import deform  # noqa: E402
 from cryoflex_scipion.engine.core.io.cryodrgn import write_cryodrgn_inputs  # noqa: E402
 from cryoflex_scipion.engine.core.io.mrc import read_map  # noqa: E402
 from cryoflex_scipion.engine.core.io.particles import read_particles  # noqa: E402
-from cryoflex_scipion.engine.core.metrics import au_fsc, fsc_curves, per_image_au_fsc  # noqa: E402
+from cryoflex_scipion.engine.core.metrics import au_fsc, fsc_curves  # noqa: E402
 from cryoflex_scipion.engine.core.simulation import Conformations, SimulationSettings, simulate_particles  # noqa: E402
-from cryoflex_scipion.engine.yardstick import GroundTruthMaps, latent_correlations, load_dataset  # noqa: E402
+from cryoflex_scipion.engine.yardstick import (GroundTruthMaps, latent_correlations, load_dataset,  # noqa: E402
+                                               score_volumes)
 
 DATA = os.path.join(HERE, "data", "adk1d")
 # cryoDRGN commands without the ``cryodrgn`` entry point (which imports all commands and their packages)
@@ -368,17 +369,11 @@ def finish_eval(out, job, dataset, ids, frames_all, fix, gt_maps, mask):
 
 
 def score_images(volumes, ids, dataset, frames_all, gt_maps, mask):
+    """Per-image AU-FSC of ``volumes`` (one per image of ``ids``), unmasked and inside ``mask``."""
     t = time.perf_counter()
-    plain, masked = [], []
-    for vol, i in zip(volumes, ids):
-        gt = gt_maps(frames_all[i])
-        v = vol if isinstance(vol, torch.Tensor) else torch.as_tensor(np.asarray(vol))   # maps made here are tensors
-        v = v.to(device=gt.device, dtype=torch.float64)
-        plain.append(fsc_curves(v, gt))
-        masked.append(fsc_curves(v, gt, mask=mask))
-    out = {"au_fsc": per_image_au_fsc(np.asarray(plain), dataset.apix),
-           "au_fsc_masked": per_image_au_fsc(np.asarray(masked), dataset.apix)}
-    out["au_fsc_masked"].pop("values")  # the unmasked per-image values are kept
+    _, summary = score_volumes(dataset, frames_all[np.asarray(ids, dtype=np.int64)], volumes, device=gt_maps.device,
+                               gt_maps=gt_maps, masks={"mask": mask})
+    out = {"au_fsc_masked": summary.pop("masked")["mask"], "au_fsc": summary}
     out["scoring_seconds"] = time.perf_counter() - t
     return out
 

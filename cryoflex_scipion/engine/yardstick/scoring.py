@@ -31,21 +31,33 @@ class GroundTruthMaps:
         return vol
 
 
-def score_volumes(dataset, frames, volumes, mask=None, device="cpu", gt_maps=None):
-    """Per-image CryoBench FSC of ``volumes`` (an iterable of ``(D, D, D)`` arrays, one per image) against
-    the ground-truth map of each image's frame (``frames``); returns ``(curves (N, D//2), summary)``
-    (:func:`..core.metrics.per_image_au_fsc`, per frame under ``per_label``)."""
+def score_volumes(dataset, frames, volumes, mask=None, device="cpu", gt_maps=None, masks=None):
+    """Per-image CryoBench FSC of ``volumes`` (an iterable of ``(D, D, D)`` arrays or tensors, one per
+    image, read once) against the ground-truth map of each image's frame (``frames``); returns
+    ``(curves (N, D//2), summary)`` (:func:`..core.metrics.per_image_au_fsc`, per frame under
+    ``per_label``).  ``mask`` multiplies both volumes of every pair; ``masks`` (name -> mask): more
+    summaries of the same volumes under ``summary["masked"][name]`` (without per-image values)."""
     gt = gt_maps or GroundTruthMaps(dataset, device)
-    curves = []
+    masks = dict(masks or {})
+    curves, masked = [], {name: [] for name in masks}
     for vol, frame in zip(volumes, frames):
         v = torch.as_tensor(np.asarray(vol) if not torch.is_tensor(vol) else vol, device=device, dtype=torch.float64)
         if tuple(v.shape) != (dataset.size,) * 3:
             raise ValueError("a volume of shape %s against ground-truth maps of %d^3" % (tuple(v.shape), dataset.size))
-        curves.append(fsc_curves(v, gt(frame), mask=mask, device=device))
+        truth = gt(frame)
+        curves.append(fsc_curves(v, truth, mask=mask, device=device))
+        for name, m in masks.items():
+            masked[name].append(fsc_curves(v, truth, mask=m, device=device))
     curves = np.asarray(curves)
     if len(curves) != len(frames):
         raise ValueError("%d volumes for %d images" % (len(curves), len(frames)))
-    return curves, per_image_au_fsc(curves, dataset.apix, labels=frames)
+    summary = per_image_au_fsc(curves, dataset.apix, labels=frames)
+    if masks:
+        summary["masked"] = {}
+        for name, c in masked.items():
+            summary["masked"][name] = per_image_au_fsc(np.asarray(c), dataset.apix)
+            summary["masked"][name].pop("values")
+    return curves, summary
 
 
 def latent_pc1(latents):
