@@ -28,7 +28,7 @@ requested SNR is the box SNR itself (CryoFlex's ``simulate`` definition).  The s
 """
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -36,8 +36,8 @@ import torch
 from ..core.atoms import AtomModel
 from ..core.io.mrc import write_map
 from ..core.projection import gaussian_volume
-from ..core.runtime import EngineInputError, Progress, log
 from ..core.numbers import parse_number_list
+from ..core.runtime import EngineInputError, Progress, log
 from ..core.simulation import Conformations, SimulationSettings, simulate_particles, write_ground_truth
 from . import outputs
 from .trajectory import lid_nmp_distance
@@ -166,11 +166,9 @@ def build(out, traj, settings, device, batch_size=128, progress=None):
     ref.save(os.path.join(out, outputs.REFERENCE_ATOMS))
     n = len(frames) * s.particles_per_frame
     conf = FrameConformations(ref.coords, ref.weights, traj.coords, frames, s.particles_per_frame, center)
-    sim = SimulationSettings(n_particles=n, size=s.size, apix=s.apix, snr=s.box_snr(),
-                             noise_before_ctf=s.noise_before_ctf, ctf=s.ctf, defocus_min=s.defocus_min,
-                             defocus_max=s.defocus_max, astigmatism=s.astigmatism, voltage=s.voltage, cs=s.cs,
-                             amplitude_contrast=s.amplitude_contrast, max_shift=s.max_shift, sigma=s.sigma,
-                             seed=s.seed)
+    # the imaging settings are SimulationSettings' own fields, under the same names
+    imaging = {f.name: getattr(s, f.name) for f in fields(SimulationSettings) if f.name not in ("n_particles", "snr")}
+    sim = SimulationSettings(n_particles=n, snr=s.box_snr(), **imaging)
     np.savez(os.path.join(out, outputs.DATASET), frame_ids=np.asarray(frames), coords=traj.coords[frames],
              lid_nmp_A=traj.lid_nmp[frames], reference=ref.coords, weights=ref.weights, center=center,
              sigma=s.atom_sigma(), size=s.size, apix=s.apix, names=ref.names, resids=ref.resids)
