@@ -139,3 +139,101 @@ def test_normal_modes_to_array(tmp_path):
     assert numbers == [1, 3, 4] and np.allclose(arr, vecs[[0, 2, 3]])
     arr, numbers = modes_to_array(modes, numbers=[2, 4])
     assert numbers == [2, 4] and np.allclose(arr, vecs[[1, 3]])
+
+
+def _six_group_star(tmp_path, data_path):
+    """relion31.star's particles spread over 6 optics groups, each with its own voltage, Cs, amplitude
+    contrast and beam tilt (12 particles, the 5 images reused)."""
+    from cryoflex_scipion.engine.core.io.particles import read_particles
+    from cryoflex_scipion.engine.core.io.star import StarBlock
+    src = read_particles(data_path("relion31.star"))
+    table = src.subset(np.arange(12) % 5)
+    table.image_file = np.array([os.path.abspath(os.path.join(src.base_dir, f)) for f in table.image_file])
+    groups = np.arange(12) % 6 + 1
+    table.optics_group = groups
+    voltage = np.array([300.0, 300.0, 200.0, 300.0, 120.0, 300.0])
+    cs = np.array([2.7, 2.7, 2.0, 2.6, 1.4, 0.01])
+    q0 = np.array([0.1, 0.07, 0.1, 0.1, 0.15, 0.1])
+    table.ctf.voltage, table.ctf.cs, table.ctf.amplitude_contrast = (v[groups - 1] for v in (voltage, cs, q0))
+    optics = StarBlock("optics")
+    optics.set("rlnOpticsGroup", np.arange(1, 7))
+    optics.set("rlnOpticsGroupName", np.array(["grid%d" % g for g in range(1, 7)]))
+    optics.set("rlnBeamTiltX", np.array([0.0, 0.1, -0.2, 0.3, 0.0, 0.05]))
+    table.optics = optics
+    path = str(tmp_path / "six_groups.star")
+    table.to_star(path)
+    return path, groups, voltage, cs, q0
+
+
+def test_six_optics_groups_keep_their_values_through_scipion(tmp_path, data_path):
+    """A 6-group RELION 3.1 STAR -> SetOfParticles -> STAR keeps every group's voltage, Cs, amplitude
+    contrast, name and beam tilt (issue 18: group 4's Cs 2.6 used to come back as group 1's 2.7)."""
+    from cryoflex_scipion.convert import fill_particles, particles_to_table, write_particles_star
+    from cryoflex_scipion.engine.core.io.particles import read_particles
+    from cryoflex_scipion.engine.core.io.star import read_star
+    path, groups, voltage, cs, q0 = _six_group_star(tmp_path, data_path)
+    engine = read_particles(path)
+    assert np.array_equal(engine.ctf.cs, cs[groups - 1]) and np.array_equal(engine.ctf.voltage, voltage[groups - 1])
+
+    from pwem.objects import SetOfParticles
+    parts = SetOfParticles(filename=str(tmp_path / "six.sqlite"))
+    fill_particles(parts, engine)          # acquisition from the particles themselves
+    parts.write()
+    parts = _reopen(parts)
+    acq = parts.getAcquisition()
+    assert (acq.getVoltage(), acq.getSphericalAberration(), acq.getAmplitudeContrast()) == (300.0, 2.7, 0.1)
+    # Items keep the set's acquisition (per-item values would overwrite the set's while iterating).
+    assert {p.getAcquisition().getSphericalAberration() for p in parts.iterItems()} == {2.7}
+    assert parts.getAcquisition().getSphericalAberration() == 2.7
+
+    table = particles_to_table(parts)
+    assert np.array_equal(table.optics_group, groups)
+    assert np.array_equal(table.ctf.voltage, voltage[groups - 1])
+    assert np.array_equal(table.ctf.cs, cs[groups - 1])
+    assert np.array_equal(table.ctf.amplitude_contrast, q0[groups - 1])
+
+    out = str(tmp_path / "back.star")
+    write_particles_star(parts, out)
+    back = read_particles(out)
+    for field, want in (("voltage", voltage), ("cs", cs), ("amplitude_contrast", q0)):
+        assert np.array_equal(getattr(back.ctf, field), want[groups - 1]), field
+    block = read_star(out)["optics"]
+    assert block.strings("rlnOpticsGroupName").tolist() == ["grid%d" % g for g in range(1, 7)]
+    assert np.array_equal(block.floats("rlnBeamTiltX"), [0.0, 0.1, -0.2, 0.3, 0.0, 0.05])
+    assert np.array_equal(block.floats("rlnImagePixelSize"), np.full(6, parts.getSamplingRate()))
+
+
+def test_optics_table_of_a_scipion_relion_import_is_read(tmp_path, data_path):
+    """A set made by another plugin: set-level acquisition of group 1, the groups in opticsGroupInfo as
+    Scipion's RELION plugin writes them (its own STAR text layout), particles carrying _rlnOpticsGroup."""
+    from pwem.objects import Acquisition, SetOfParticles
+    from pyworkflow.object import Integer
+    from cryoflex_scipion.convert import fill_particles, particles_to_table
+    from cryoflex_scipion.engine.core.io.particles import read_particles
+    src = read_particles(data_path("relion31.star"))
+    parts = SetOfParticles(filename=str(tmp_path / "import.sqlite"))
+    acq = Acquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
+    fill_particles(parts, src, acquisition=acq,
+                   item_callback=lambda p, i: setattr(p, "_rlnOpticsGroup", Integer(1 + i % 2)))
+    parts.getAcquisition().opticsGroupInfo.set(
+        "\n# version 30001\n\ndata_optics\n\nloop_ \n_rlnOpticsGroupName #1 \n_rlnOpticsGroup #2 \n"
+        "_rlnVoltage #3 \n_rlnSphericalAberration #4 \n_rlnAmplitudeContrast #5 \n"
+        "opticsGroup1 1 300.000000 2.700000 0.100000 \nopticsGroup2 2 200.000000 2.000000 0.070000 \n\n")
+    parts.write()
+    table = particles_to_table(_reopen(parts))
+    assert np.array_equal(table.ctf.cs, [2.7, 2.0, 2.7, 2.0, 2.7])
+    assert np.array_equal(table.ctf.voltage, [300.0, 200.0, 300.0, 200.0, 300.0])
+    assert np.array_equal(table.ctf.amplitude_contrast, [0.1, 0.07, 0.1, 0.07, 0.1])
+
+
+def test_particles_of_a_group_missing_from_the_optics_table_are_refused(tmp_path, data_path):
+    from pwem.objects import SetOfParticles
+    from pyworkflow.object import Integer
+    from cryoflex_scipion.convert import fill_particles, particles_to_table
+    from cryoflex_scipion.engine.core.io.particles import read_particles
+    src = read_particles(data_path("relion31.star"))
+    parts = SetOfParticles(filename=str(tmp_path / "bad.sqlite"))
+    fill_particles(parts, src, item_callback=lambda p, i: setattr(p, "_rlnOpticsGroup", Integer(7 if i == 3 else 1)))
+    parts.write()
+    with pytest.raises(ValueError, match=r"optics group\(s\) 7 have no row"):
+        particles_to_table(_reopen(parts))

@@ -5,16 +5,19 @@ A file is an ordered ``{block name: StarBlock}``.  A block is either a loop
 exactly as written) or a list of ``key value`` pairs.  Column names are stored
 without the leading underscore (``rlnImageName``).
 """
+import io
 import os
 import shlex
 from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["StarBlock", "StarError", "read_star", "write_star"]
+from ..errors import EngineInputError
+
+__all__ = ["StarBlock", "StarError", "read_star", "parse_star", "write_star", "format_star"]
 
 
-class StarError(ValueError):
+class StarError(EngineInputError):
     pass
 
 
@@ -71,7 +74,13 @@ def read_star(path):
     if not os.path.exists(path):
         raise StarError("%s: file not found" % path)
     with open(path) as fh:
-        lines = fh.read().splitlines()
+        return parse_star(fh.read(), path)
+
+
+def parse_star(text, path="<text>"):
+    """Parse STAR text (e.g. the optics table Scipion keeps in an acquisition) into blocks; ``path`` names
+    the source in error messages."""
+    lines = text.splitlines()
     blocks = OrderedDict()
     i, n = 0, len(lines)
     block = None
@@ -138,26 +147,37 @@ def _format_column(values):
 
 def write_star(path, blocks, comment=None):
     """Write blocks (dict or list of :class:`StarBlock`) in RELION 3.1 layout."""
-    if isinstance(blocks, dict):
-        blocks = list(blocks.values())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as fh:
-        fh.write("\n# version 30001\n" if comment is None else "\n# %s\n" % comment)
-        for block in blocks:
-            fh.write("\ndata_%s\n\n" % block.name)
-            if not block.loop:
-                for c in block.columns:
-                    fh.write("_%s %s\n" % (c, block.values[c]))
-                continue
-            fh.write("loop_ \n")
-            for j, c in enumerate(block.columns):
-                fh.write("_%s #%d \n" % (c, j + 1))
-            if not block.columns:
-                continue
-            cols = [_format_column(block.values[c]) for c in block.columns]
-            n = len(cols[0])
-            text = np.full(n, "", dtype=object)
-            for j, col in enumerate(cols):
-                text = text + col.astype(object) + (" " if j + 1 < len(cols) else "")
-            fh.write("\n".join(text.tolist()))
-            fh.write("\n")
+        _write_blocks(fh, blocks, comment)
+
+
+def format_star(blocks, comment=None):
+    """The STAR text of ``blocks``, as :func:`write_star` would write it."""
+    out = io.StringIO()
+    _write_blocks(out, blocks, comment)
+    return out.getvalue()
+
+
+def _write_blocks(fh, blocks, comment):
+    if isinstance(blocks, dict):
+        blocks = list(blocks.values())
+    fh.write("\n# version 30001\n" if comment is None else "\n# %s\n" % comment)
+    for block in blocks:
+        fh.write("\ndata_%s\n\n" % block.name)
+        if not block.loop:
+            for c in block.columns:
+                fh.write("_%s %s\n" % (c, block.values[c]))
+            continue
+        fh.write("loop_ \n")
+        for j, c in enumerate(block.columns):
+            fh.write("_%s #%d \n" % (c, j + 1))
+        if not block.columns:
+            continue
+        cols = [_format_column(block.values[c]) for c in block.columns]
+        n = len(cols[0])
+        text = np.full(n, "", dtype=object)
+        for j, col in enumerate(cols):
+            text = text + col.astype(object) + (" " if j + 1 < len(cols) else "")
+        fh.write("\n".join(text.tolist()))
+        fh.write("\n")
