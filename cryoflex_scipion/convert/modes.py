@@ -33,6 +33,8 @@ def modes_to_array(modes, enabled_only=True, numbers=None):
             continue
         vecs.append(read_mode_file(mode.getModeFile()))
         picked.append(number)
+    if numbers is not None and set(numbers) - set(picked):
+        raise ValueError("modes %s are not in the set" % sorted(set(numbers) - set(picked)))
     if not vecs:
         raise ValueError("no normal mode selected")
     sizes = {v.shape[0] for v in vecs}

@@ -7,7 +7,8 @@ import sys
 
 from .core import runtime
 
-__all__ = ["add_common_args", "add_imaging_args", "imaging_settings", "fail", "select_device", "gpu_ids"]
+__all__ = ["add_common_args", "add_overwrite_arg", "add_amplitude_contrast_arg", "add_imaging_args", "imaging_settings", "fail", "select_device",
+           "gpu_ids"]
 
 
 def fail(msg):
@@ -26,6 +27,22 @@ def add_common_args(parser, batch_size=64):
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     return g
+
+
+def add_overwrite_arg(parser):
+    """``--overwrite`` of the resumable commands: a rerun into the same output folder resumes the same job
+    (same inputs and result-affecting settings, checked by fingerprint) and refuses another unless this is given."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results or checkpoint of another job in the output folder (by default a "
+                             "rerun resumes only the same job, with the same inputs and settings, and refuses others)")
+
+
+def add_amplitude_contrast_arg(parser):
+    """``--amplitude-contrast`` of the commands that read particles: for RELION 3.0 STAR files without
+    rlnAmplitudeContrast (a file's own values win)."""
+    parser.add_argument("--amplitude-contrast", type=float, default=None,
+                        help="amplitude contrast for a STAR file that has none (RELION 3.0 files may lack "
+                             "rlnAmplitudeContrast), e.g. 0.1; the file's own values win")
 
 
 def add_imaging_args(parser, noise_before_ctf=0.5, max_shift=0.0):

@@ -1,5 +1,6 @@
 """CryoTRANS building blocks: splatting, the flow, Sinkhorn, the rigidity prior, schedules, resuming."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from cryoflex_scipion.engine.cryotrans.flow import Flow
 from cryoflex_scipion.engine.cryotrans.inputs import InputError, labels_from_masks
 from cryoflex_scipion.engine.cryotrans.morph import Morph, MorphSettings, default_schedule, parse_schedule
 from cryoflex_scipion.engine.cryotrans.rigidity import build_mesh
+from cryoflex_scipion.engine.core.training.checkpoint import CheckpointMismatch
 
 
 def _blob(size, centre_zyx, sigma=2.0):
@@ -167,11 +169,17 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     assert any("resuming" in m and "stage 2" in m and "iteration 10" in m for m in messages)
     for p, q in zip(full.flow.parameters(), resumed.flow.parameters()):
         assert torch.allclose(p, q, atol=1e-10)
-    # other settings: the checkpoint is not used
+    rows = [(h["stage"], h["iteration"]) for h in resumed.history]
+    assert rows == [(h["stage"], h["iteration"]) for h in full.history[:len(rows)]] and len(set(rows)) == len(rows)
+    # another job's checkpoint (other settings, or other maps) is refused, or with 'restart' moved aside
     other = MorphSettings(stages=parse_schedule("2:30,1:20", 1e-3), width=32, rigidity=2.0)
-    messages = []
-    Morph(a0, a1, other, dtype=torch.float64, box_length=48.0).run(checkpoint=ckpt, log=messages.append)
-    assert any("other settings" in m for m in messages)
+    with pytest.raises(CheckpointMismatch, match="training.rigidity"):
+        Morph(a0, a1, other, dtype=torch.float64, box_length=48.0).run(checkpoint=ckpt)
+    with pytest.raises(CheckpointMismatch, match="inputs.a1"):
+        Morph(a0, a1[::-1].copy(), settings, dtype=torch.float64, box_length=48.0).run(checkpoint=ckpt)
+    fresh = Morph(a0, a1, other, dtype=torch.float64, box_length=48.0)
+    fresh.run(checkpoint=ckpt, log=messages.append, on_mismatch="restart")
+    assert os.path.exists(ckpt + ".stale") and fresh.history[0]["iteration"] == 1
 
 
 def test_blob_moves_to_target_with_constant_mass_and_monotonic_centre():

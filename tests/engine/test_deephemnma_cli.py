@@ -84,15 +84,22 @@ def test_train_outputs(trained):
 
 def test_rerun_resumes_or_trains_again(sim, trained, tmp_path, capsys):
     """Rerunning 'deephemnma train' into a folder with a checkpoint: the same inputs and settings resume
-    (no epoch trained), another number of epochs trains from scratch (the old checkpoint kept as
-    checkpoint.pt.stale) rather than returning the old network."""
+    (no epoch trained); another number of epochs is refused with a one-line message naming what differs,
+    and with --overwrite trains from scratch (the old checkpoint kept as checkpoint.pt.stale) rather than
+    returning the old network."""
     out = str(tmp_path / "train")
     shutil.copytree(trained, out)
     capsys.readouterr()
     assert main(_train_args(sim, out)) == 0
     assert "resumed from" in capsys.readouterr().out
     assert json.load(open(os.path.join(out, "summary.json")))["epochs"] == 2
-    assert main(_train_args(sim, out, epochs=3)) == 0
+    with pytest.raises(SystemExit) as stop:
+        main(_train_args(sim, out, epochs=3))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "differs in: training.epochs" in err and "\n" not in err and err.startswith("ERROR: ")
+    assert json.load(open(os.path.join(out, "summary.json")))["epochs"] == 2  # nothing of the earlier job lost
+    assert main(_train_args(sim, out, epochs=3) + ["--overwrite"]) == 0
     log = capsys.readouterr().out
     assert "differs in: training.epochs" in log and "starting from scratch" in log and "resumed" not in log
     assert json.load(open(os.path.join(out, "summary.json")))["epochs"] == 3

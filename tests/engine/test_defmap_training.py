@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from cryoflex_scipion.engine.defmap.labels import bfactor_rmsf
@@ -52,3 +53,15 @@ def test_checkpoint_resume_gives_the_same_weights(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+    # another training set or another learning rate: the checkpoint is refused, or with 'restart' moved aside
+    from cryoflex_scipion.engine.core.training.checkpoint import CheckpointMismatch
+    with pytest.raises(CheckpointMismatch, match="inputs"):
+        train(TrainingSet([_clusters(3)], val_fraction=0.1), config, checkpoint=str(tmp_path / "b.pt"))
+    with pytest.raises(CheckpointMismatch, match="training.lr"):
+        train(tset, TrainConfig(epochs=3, samples_per_epoch=48, batch_size=16, lr=2e-3),
+              checkpoint=str(tmp_path / "b.pt"))
+    _, history = train(tset, config, checkpoint=str(tmp_path / "a.pt"), on_mismatch="restart")  # same job: resumed
+    assert len(history) == 3
+    _, history = train(tset, TrainConfig(epochs=1, samples_per_epoch=48, batch_size=16, lr=2e-3),
+                       checkpoint=str(tmp_path / "a.pt"), on_mismatch="restart")
+    assert [h["epoch"] for h in history] == [1] and os.path.exists(str(tmp_path / "a.pt.stale"))

@@ -118,7 +118,7 @@ def test_command_rejects_bad_input(tmp_path, data_path):
         (run(good, "bad_modes.npy"), "the modes have 10 atoms"),
         (run(particles("noctf", 64, 1.3, ctf=False)), "no CTF"),
         (run(particles("small", 32, 1.0)), "inconsistent with the reference"),
-        (run(good, "modes.npy", "--mode-list", "2-5"), "mode(s) [4, 5]"),
+        (run(good, "modes.npy", "--mode-list", "2-5"), "asks for modes 4-5"),
         (run(good, "modes.npy", "--mode-list", "abc"), "use numbers and ranges"),
         (run(good, "modes.npy", "--mode-list", "3-1"), "is reversed"),
         (run(good, "modes.npy", "--batch-size", "0"), "--batch-size must be at least 1"),
@@ -132,8 +132,9 @@ def test_command_rejects_bad_input(tmp_path, data_path):
 
 
 def test_rerun_never_reuses_another_jobs_batches(tmp_path, adk_case):
-    """A rerun into the same folder resumes only the same job: other particles or other modes are aligned
-    afresh (a stale batch would give the new particles the old poses)."""
+    """A rerun into the same folder resumes only the same job: other particles or other modes are refused
+    (one line naming what differs, the earlier results kept), or with --overwrite aligned afresh (a stale
+    batch would give the new particles the old poses)."""
     import subprocess
     import sys
     from cryoflex_scipion.engine.core.io.mrc import StackWriter
@@ -151,13 +152,15 @@ def test_rerun_never_reuses_another_jobs_batches(tmp_path, adk_case):
             str(tmp_path / (name + ".star")))
         return str(tmp_path / (name + ".star"))
 
-    def run(star, mode_list):
+    def run(star, mode_list, *extra, expect=0):
         out = subprocess.run([sys.executable, "-m", "cryoflex_scipion.engine", "hemnma", "--particles", star,
                               "--atoms", str(tmp_path / "ref.npz"), "--modes", str(tmp_path / "modes.npy"),
                               "--mode-list", mode_list, "-o", str(tmp_path / "out"), "--device", "cpu", "--ctf-mode",
                               "none", "--local", "--size", "32", "--coarse-size", "0", "--fine-iterations", "1",
-                              "--batch-size", "3"], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr[-1000:]
+                              "--batch-size", "3"] + list(extra), capture_output=True, text=True)
+        assert out.returncode == expect, out.stderr[-1000:]
+        if expect:
+            return out.stderr, None
         with np.load(tmp_path / "out" / "results.npz") as r:
             return out.stdout, {k: r[k] for k in r.files}
 
@@ -165,12 +168,17 @@ def test_rerun_never_reuses_another_jobs_batches(tmp_path, adk_case):
     log, first = run(a, "1-3")
     log, again = run(a, "1-3")
     assert "resuming: 2 finished batches" in log and np.array_equal(first["euler"], again["euler"])
-    log, other = run(b, "1-3")
-    assert "belong to another job (differs in: images, poses" in log
+    err, _ = run(b, "1-3", expect=2)
+    assert err.startswith("ERROR: ") and err.count("\n") == 1
+    assert "another alignment (it differs in: images, poses" in err
+    with np.load(tmp_path / "out" / "results.npz") as r:  # the earlier job's results are untouched
+        assert np.array_equal(r["euler"], first["euler"])
+    log, other = run(b, "1-3", "--overwrite")
+    assert "another alignment (it differs in: images, poses" in log and "aligning from scratch" in log
     # local refinement starts from each particle's own pose: the new particles end near their own poses
     def angle(e1, e2):
         return g.angular_distance(g.euler_to_matrix(e1), g.euler_to_matrix(e2))
     assert angle(other["euler"], params["euler"][50:56]).max() < 10
     assert angle(other["euler"], first["euler"]).min() > 10
-    log, fewer = run(b, "1-2")
+    log, fewer = run(b, "1-2", "--overwrite")
     assert "differs in: mode_numbers, modes" in log and fewer["amplitudes"].shape == (6, 2)

@@ -292,3 +292,23 @@ def test_cryodrgn_writers_match_cryodrgn_parsers(data_path, tmp_path):
     back, box, apix = read_cryodrgn_ctf(str(tmp_path / "one.pkl"))
     assert np.array_equal(box, [64, 64]) and np.allclose(apix, 2.0) and np.allclose(back.defocus_v, [14000, 9000])
     assert np.allclose(back.voltage, 300.0) and np.allclose(back.amplitude_contrast, 0.1)
+
+
+def test_relion30_star_without_amplitude_contrast_takes_it_as_an_option(data_path, tmp_path):
+    """A RELION 3.0 STAR lacking rlnAmplitudeContrast: refused with a message naming the option, read
+    with the value given; a file that has the column keeps its own values."""
+    from cryoflex_scipion.engine.core.io.star import StarError, read_star, write_star
+    blocks = read_star(data_path("empiar_10076_7.star"))
+    block = [b for b in blocks.values() if b.loop and "rlnImageName" in b][0]
+    assert "rlnAmplitudeContrast" in block
+    block.remove("rlnAmplitudeContrast")
+    import shutil
+    shutil.copy(data_path("empiar_10076_7.mrc"), tmp_path)  # the STAR names its stack relative to itself
+    path = str(tmp_path / "no_q0.star")
+    write_star(path, [block])
+    with pytest.raises(StarError, match="--amplitude-contrast"):
+        read_particles(path)
+    table = read_particles(path, amplitude_contrast=0.07)
+    assert np.array_equal(table.ctf.amplitude_contrast, np.full(len(table), 0.07))
+    own = read_particles(data_path("empiar_10076_7.star"), amplitude_contrast=0.5)
+    assert not np.any(np.asarray(own.ctf.amplitude_contrast) == 0.5)

@@ -12,6 +12,7 @@ from ..core.atoms import read_atoms
 def add_args(p):
     p.add_argument("model", help=".pdb or .cif file")
     p.add_argument("-o", "--out", required=True, help="output .npz")
+    p.set_defaults(output_kind="file")
     p.add_argument("--selection", default="all", help="ProDy selection (default: %(default)s)")
 
 

@@ -18,7 +18,7 @@ import os
 import numpy as np
 import torch
 
-from ..cli import fail, select_device
+from ..cli import add_overwrite_arg, fail, select_device
 from ..core.atoms import read_atoms
 from ..core.io.mrc import MRCError, read_map
 from ..core.runtime import log, write_summary
@@ -58,6 +58,7 @@ def add_args(p):
     t.add_argument("--reference-model", default=None, help="atomic model of the target (.pdb/.npz) to score f0, "
                                                            "f1 and the generated map by model-to-map FSC")
     t.add_argument("--time-limit", type=float, default=None, help="stop after the stage that passes this (s)")
+    add_overwrite_arg(t)
     _common(t)
     r = sub.add_parser("predict", help="apply a trained model.pt to its initial map")
     r.add_argument("--model", required=True, help="model.pt written by train")
@@ -127,7 +128,7 @@ def train(args):
     reference = _reference_model(args.reference_model) if args.reference_model else None
     device = select_device(args.device, args.threads)
     dtype = torch.float64 if args.double else torch.float32
-    summary = run_morph(job, args.out, device, dtype, args.time_limit, reference)
+    summary = run_morph(job, args.out, device, dtype, args.time_limit, reference, args.overwrite)
     summary["target_resampled"] = resampled
     write_summary(os.path.join(args.out, outputs.SUMMARY), summary)
     log("generated map vs target: FSC 0.5 at %.2f A (f0 vs target %.2f A)%s; %.1f s" % (

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from ..cli import add_common_args, fail, gpu_ids, select_device
+from ..cli import add_amplitude_contrast_arg, add_common_args, add_overwrite_arg, fail, gpu_ids, select_device
 from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles
 from ..core.io.star import StarError
@@ -77,9 +77,11 @@ def add_args(p):
                     help="least seconds between checkpoints (default 0: after every epoch)")
     tr.add_argument("--reference", default="", help="description of the reference model and modes (metadata)")
     tr.add_argument("--data-root", default=None)
+    add_amplitude_contrast_arg(tr)
     tr.add_argument("--apix", type=float, default=None, help="override the particles' pixel size")
     tr.add_argument("--gpus", default=None, help="GPU ids ('0,1' or 'all'); several: one process per GPU (DDP)")
     tr.add_argument("-o", "--out", required=True)
+    add_overwrite_arg(tr)
     add_common_args(tr, batch_size=256)
 
     pr = sub.add_parser("predict", help="predict amplitudes, angles and shifts with a trained model")
@@ -90,15 +92,17 @@ def add_args(p):
                     help="labelled STAR (e.g. HEMNMA's output): its particles keep its values")
     pr.add_argument("--no-amp", action="store_true", help="float32 on CUDA instead of bfloat16 autocast")
     pr.add_argument("--data-root", default=None)
+    add_amplitude_contrast_arg(pr)
     pr.add_argument("--apix", type=float, default=None, help="override the particles' pixel size")
     pr.add_argument("--gpus", default=None, help="GPU id to use (the first if several)")
     pr.add_argument("-o", "--out", required=True)
     add_common_args(pr, batch_size=1024)
 
 
-def _read_table(path, apix, data_root):
+def _read_table(path, apix, data_root, amplitude_contrast=None):
     try:
-        table = read_particles(path, apix=apix, check_files=True, data_root=data_root)
+        table = read_particles(path, apix=apix, check_files=True, data_root=data_root,
+                               amplitude_contrast=amplitude_contrast)
     except (StarError, FileNotFoundError, MRCError, ValueError, OSError) as exc:
         fail(str(exc))
     except IndexError:  # the STAR reader does not take an empty particle loop
@@ -151,7 +155,7 @@ def _labels(args, table):
 
 
 def _train(args):
-    table, box, apix = _read_table(args.particles, args.apix, args.data_root)
+    table, box, apix = _read_table(args.particles, args.apix, args.data_root, args.amplitude_contrast)
     labels = _labels(args, table)
     try:
         plan = plan_training(labels, box, apix, args.size, args.outlier_threshold, args.val_fraction, args.val_count,
@@ -169,7 +173,8 @@ def _train(args):
                          weight_decay=args.weight_decay, time_limit=args.time_limit, augment=not args.no_augment,
                          amp=not args.no_amp, seed=args.seed, checkpoint_seconds=args.checkpoint_seconds,
                          cuda_graph=not args.no_cuda_graph)
-    job = make_job(args.particles, labels, plan, net_config, config, args.out, args.data_root, args.apix, args.cache)
+    job = make_job(args.particles, labels, plan, net_config, config, args.out, args.data_root, args.apix, args.cache,
+                   on_mismatch="restart" if args.overwrite else "error")
     log("DeepHEMNMA training: %d particles (%d outliers left out, Mahalanobis > %g), %d training, %d validation; "
         "%d px at %.3f A/px (from %d px at %.3f A/px); modes %s; %s network"
         % (len(table), plan.outliers.sum(), args.outlier_threshold, len(plan.train), len(plan.val), plan.size,
@@ -228,7 +233,7 @@ def _predict(args):
         net, scaler, meta = load_model(args.model, device, wanted)
     except ModelFileError as exc:
         fail(str(exc))
-    table, box, apix = _read_table(args.particles, args.apix, args.data_root)
+    table, box, apix = _read_table(args.particles, args.apix, args.data_root, args.amplitude_contrast)
     try:
         check_geometry(meta, box, apix)
     except EngineInputError as exc:

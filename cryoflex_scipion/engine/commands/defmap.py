@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ..cli import add_common_args, fail, select_device
+from ..cli import add_common_args, add_overwrite_arg, fail, select_device
 from ..core.runtime import Progress, device_name, log, write_summary
 from ..core.atoms import AtomModel, electrons, read_atoms
 from ..core.io.mrc import MRCError, read_map, write_map
@@ -68,6 +68,7 @@ def add_args(p):
     tr.add_argument("--apix", type=float, default=None, help="voxel size (A) overriding the maps' headers")
     tr.add_argument("-o", "--out", required=True)
     tr.add_argument("--model-out", default=None, help="default: OUT/defmap_model.pt")
+    add_overwrite_arg(tr)
     tr.add_argument("--keep-checkpoint", action="store_true",
                     help="keep OUT/checkpoint.pt after training (it is resumed from when present)")
     add_common_args(tr, batch_size=128)
@@ -81,6 +82,7 @@ def add_args(p):
     sm.add_argument("--noise", type=float, default=0.0, help="noise standard deviation / signal (default 0)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("-o", "--out", required=True, help="output .mrc")
+    sm.set_defaults(output_kind="file")
 
 
 def _read_atoms(path, selection):
@@ -211,7 +213,8 @@ def _train(args):
                          time_limit=args.time_limit, samples_per_epoch=args.samples_per_epoch,
                          augment=not args.no_augment, seed=args.seed)
     checkpoint = os.path.join(args.out, outputs.CHECKPOINT)
-    net, history = train(tset, config, device, checkpoint=checkpoint, curve=os.path.join(args.out, outputs.CURVE))
+    net, history = train(tset, config, device, checkpoint=checkpoint, curve=os.path.join(args.out, outputs.CURVE),
+                         on_mismatch="restart" if args.overwrite else "error")
     best = min(history, key=lambda h: h["val_loss"]) if history else {}
     model_out = args.model_out or os.path.join(args.out, outputs.MODEL)
     label_source = "per-atom RMSF files" if any(len(p) == 3 for p in args.pair) else "B-factors sqrt(3B/8pi^2)"

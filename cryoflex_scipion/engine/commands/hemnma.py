@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from ..cli import add_common_args, fail, gpu_ids, select_device
+from ..cli import add_amplitude_contrast_arg, add_common_args, add_overwrite_arg, fail, gpu_ids, select_device
 from ..core.runtime import EngineInputError, host_memory_gb, log, write_summary
 from ..hemnma import outputs
 from ..hemnma.align import AlignmentSettings
@@ -31,6 +31,7 @@ def add_args(p):
                    help="1-based mode numbers within --modes, e.g. '7-9' (default: all modes in the file)")
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--data-root", default=None)
+    add_amplitude_contrast_arg(p)
     p.add_argument("--apix", type=float, default=None, help="override the particles' pixel size")
     p.add_argument("--ctf-mode", default="auto", choices=list(CTF_MODES),
                    help="images raw (full CTF), phase-flipped (|CTF|), or CTF-free/corrected; auto: full (the "
@@ -62,24 +63,20 @@ def add_args(p):
     p.add_argument("--gpus", default=None,
                    help="comma-separated GPU ids, or 'all' (every visible GPU): one worker process per GPU")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "i/n": one GPU worker of n
+    add_overwrite_arg(p)
     add_common_args(p, batch_size=256)
 
 
 def _inputs(args):
     try:
         return load_inputs(args.particles, args.atoms, args.modes, args.mode_list, args.selection, args.apix,
-                           args.data_root, args.ctf_mode, need_poses=args.local or args.use_input_poses)
+                           args.data_root, args.ctf_mode, need_poses=args.local or args.use_input_poses,
+                           amplitude_contrast=args.amplitude_contrast)
     except EngineInputError as exc:
         fail(str(exc))
 
 
 def _settings(args, inputs):
-    if args.batch_size < 1:
-        fail("--batch-size must be at least 1 (got %d)" % args.batch_size)
-    if args.size < 16 or args.search_size < 8:
-        fail("--size must be at least 16 px and --search-size at least 8 px")
-    if args.angular_step <= 0 or args.starts < 1 or args.search_levels < 1 or args.max_shift < 0:
-        fail("--angular-step must be positive, --starts and --search-levels at least 1, --max-shift >= 0")
     settings = AlignmentSettings(working_size=args.size, search_size=args.search_size, coarse_size=args.coarse_size,
                                  angular_step=args.angular_step, max_shift=args.max_shift, starts=args.starts,
                                  coarse_iterations=args.coarse_iterations, fine_iterations=args.fine_iterations,
@@ -102,20 +99,20 @@ def _align(args, inputs, settings, worker=0, n_workers=1):
 def main(args):
     inputs = _inputs(args)  # validate before any work
     settings = _settings(args, inputs)
+    gpus = gpu_ids(args.gpus)
     if args.worker is not None:
         worker, n_workers = (int(v) for v in args.worker.split("/"))
         _align(args, inputs, settings, worker, n_workers)
         return 0
-    if os.path.isfile(args.out):
-        fail("-o %s is a file; give a folder" % args.out)
-    os.makedirs(args.out, exist_ok=True)
     job = fingerprint(inputs, settings, args.batch_size, args.sigma, args.seed, args.local, args.use_input_poses,
                       args.data_root)
-    kept = prepare_job(args.out, job)
+    os.makedirs(args.out, exist_ok=True)
+    kept = prepare_job(args.out, job, args.overwrite)
+    n = len(inputs.table)
+    done_before = sum(min(args.batch_size, n - b * args.batch_size) for b in kept)
     if kept:
-        log("resuming: %d finished batches of this job are kept" % kept)
+        log("resuming: %d finished batches (%d particles) of this job are kept" % (len(kept), done_before))
     start = time.time()
-    gpus = gpu_ids(args.gpus)
     if gpus:  # worker processes, each seeing only its GPU (also for one GPU: the id may not be the first)
         procs = []
         for i, gpu in enumerate(gpus):
@@ -133,18 +130,19 @@ def main(args):
         res = merge_results(inputs, args.out, args.outlier_threshold, args.data_root)
     except EngineInputError as exc:
         fail(str(exc))
-    n = len(inputs.table)
     # VmHWM, not getrusage's ru_maxrss: the latter keeps the parent's peak across fork + exec.
     summary = {"command": "hemnma", "n_particles": n, "box": inputs.box, "apix": inputs.apix,
                "modes": inputs.numbers, "peak_rss_GB": host_memory_gb()[1], "n_atoms": len(inputs.model),
                "ctf_mode": inputs.ctf_mode, "device": device, "seconds": seconds,
-               "particles_per_second": n / max(seconds, 1e-9), "cost_mean": float(res["cost"].mean()),
+               "particles_per_second": (n - done_before) / max(seconds, 1e-9), "cost_mean": float(res["cost"].mean()),
                "outliers": int(res["outlier"].sum()), "failed": res["n_failed"],
                "outlier_threshold": args.outlier_threshold, "amplitude_mean": res["amplitudes"].mean(0),
-               "amplitude_std": res["amplitudes"].std(0), "resumed_batches": kept, "files": outputs.FILES}
+               "amplitude_std": res["amplitudes"].std(0), "resumed_batches": len(kept),
+               "resumed_particles": done_before, "files": outputs.FILES}
     write_summary(os.path.join(args.out, outputs.SUMMARY), summary)
-    log("done: %d particles in %.1f s (%.1f/s); mean cost %.4f; %d outliers (Mahalanobis > %.1f)"
-        % (n, seconds, summary["particles_per_second"], summary["cost_mean"], summary["outliers"],
+    log("done: %d particles (%d aligned in this run) in %.1f s (%.1f/s); mean cost %.4f; "
+        "%d outliers (Mahalanobis > %.1f)"
+        % (n, n - done_before, seconds, summary["particles_per_second"], summary["cost_mean"], summary["outliers"],
            args.outlier_threshold))
     return 0
 

@@ -19,6 +19,7 @@ from ..core.io.mrc import MRCError
 from ..core.io.particles import read_particles
 from ..core.io.star import StarError
 from ..core.runtime import EngineInputError, log, write_summary
+from ..core.validate import load_array
 from ..landscape import outputs
 from ..landscape.pipeline import GROUPINGS, LandscapeSettings, run_landscape
 
@@ -50,9 +51,7 @@ def add_args(p):
 
 
 def _inputs(args):
-    if not os.path.exists(args.features):
-        fail("features file not found: %s" % args.features)
-    features = np.load(args.features)
+    features = load_array(args.features, "features")
     table = model = modes = None
     try:
         if args.particles:
@@ -62,7 +61,7 @@ def _inputs(args):
             if not (args.atoms and args.modes):
                 fail("--atoms and --modes go together")
             model = read_atoms(args.atoms)
-            modes = np.load(args.modes)
+            modes = load_array(args.modes, "modes")
     except (StarError, FileNotFoundError, MRCError, ValueError, ImportError) as exc:
         fail(str(exc))
     return features, table, model, modes

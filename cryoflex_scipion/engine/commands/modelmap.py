@@ -18,6 +18,7 @@ from ..core.maps import centred_origin, model_map
 def add_args(p):
     p.add_argument("model", help=".pdb/.cif (through ProDy) or engine .npz")
     p.add_argument("-o", "--out", required=True, help="output .mrc")
+    p.set_defaults(output_kind="file")
     p.add_argument("--selection", default="not hydrogen", help="atoms to use (default: %(default)s)")
     p.add_argument("--like", default=None, help="take box, voxel size and origin from this map")
     p.add_argument("--size", type=int, default=None, help="box size in voxels (without --like)")
@@ -35,6 +36,9 @@ def main(args):
         except (MRCError, OSError) as exc:
             fail(str(exc))
         size, apix, origin = like.shape[0], info.apix, info.origin
+        if not (apix and np.isfinite(apix) and apix > 0):
+            fail("--like %s: the voxel size in its header is %s; give --size and --apix instead"
+                 % (args.like, "%g A" % apix if apix is not None else "missing"))
     else:
         if not args.size or not args.apix or args.size < 2 or args.apix <= 0:
             fail("give --like MAP, or --size and --apix (positive)")

@@ -8,8 +8,10 @@ summary.json with the correlation between that map and the input.
 import os
 
 from ..cli import fail, select_device
-from ..core.io.mrc import MRCError, read_map
+from ..core.io.mrc import read_map
+from ..core.numbers import parse_origin
 from ..core.runtime import EngineInputError, Progress, log, write_summary
+from ..core.validate import check_map
 from ..nma import outputs
 from ..nma.pipeline import run_pseudoatoms, write_pseudoatoms
 
@@ -32,14 +34,13 @@ def add_args(p):
 
 
 def main(args):
-    try:
-        volume, info = read_map(args.map, require_cubic=True)
-    except MRCError as exc:
-        fail(str(exc))
+    volume, info = read_map(args.map, require_cubic=True)
     apix = args.apix or info.apix
-    if not apix or apix <= 0:
-        fail("%s has no voxel size in its header; give --apix" % args.map)
-    origin = tuple(float(v) for v in args.origin.split(",")) if args.origin else info.origin
+    check_map(volume, apix, args.map)
+    try:
+        origin = parse_origin(args.origin) or info.origin
+    except ValueError as exc:
+        fail(str(exc))
     device = select_device(args.device)
     progress = Progress(1, "pseudoatoms", unit="maps")
     try:

@@ -9,13 +9,14 @@ import os
 
 import numpy as np
 
-from ..cli import add_common_args, fail, select_device
-from ..core.io.mrc import MRCError, read_map
+from ..cli import add_amplitude_contrast_arg, add_common_args, fail, select_device
+from ..core.io.mrc import read_map
 from ..core.io.particles import read_particles
-from ..core.io.star import StarError
+from ..core.numbers import parse_origin
 from ..core.outputs import SUMMARY, Reconstruct
 from ..core.reconstruct_stream import assign_halves, reconstruct_table, write_reconstruction
 from ..core.runtime import Progress, device_name, log, write_summary
+from ..core.validate import check_particles
 
 
 def add_args(p):
@@ -23,6 +24,7 @@ def add_args(p):
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--apix", type=float, default=None, help="override the pixel size (A)")
     p.add_argument("--data-root", default=None, help="folder the image paths are relative to")
+    add_amplitude_contrast_arg(p)
     p.add_argument("--size", type=int, default=None,
                    help="reconstruct at this box size (Fourier-cropped, anti-aliased); default: the particles' box")
     p.add_argument("--no-ctf", action="store_true", help="ignore the CTF (images already corrected)")
@@ -39,54 +41,53 @@ def add_args(p):
     add_common_args(p, batch_size=256)
 
 
-def main(args):
-    if args.apix is not None and not args.apix > 0:
-        fail("--apix must be positive (got %g)" % args.apix)
-    if args.batch_size < 1:
-        fail("--batch-size must be at least 1 (got %d)" % args.batch_size)
-    if not args.pad >= 1:
-        fail("--pad must be at least 1 (got %g)" % args.pad)
+def _wiener(text):
+    if text == "fsc":
+        return text
     try:
-        table = read_particles(args.particles, apix=args.apix, check_files=True, data_root=args.data_root)
-        box, apix = table.uniform()
-    except (StarError, FileNotFoundError, MRCError) as exc:
-        fail(str(exc))
-    if not apix > 0:
-        fail("%s: the pixel size is %g; give the right one with --apix" % (args.particles, apix))
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        fail("--wiener takes 'fsc' or a positive number, not %r" % text)
+    return value
+
+
+def main(args):
+    table = read_particles(args.particles, apix=args.apix, check_files=True, data_root=args.data_root,
+                           amplitude_contrast=args.amplitude_contrast)
+    box, apix = table.uniform()
+    use_ctf = table.has_ctf and not args.no_ctf
+    check_particles(table, args.particles, need_poses=True, use_ctf=use_ctf)
     if len(table) < 2:
         fail("at least two particles are needed (one per half-set); %s has %d" % (args.particles, len(table)))
     if not table.has_pose:
         fail("%s has no angles (rlnAngleRot/Tilt/Psi): reconstruction needs poses" % args.particles)
-    use_ctf = table.has_ctf and not args.no_ctf
     if not table.has_ctf and not args.no_ctf:
         log("WARNING: no CTF in %s: reconstructing without CTF correction" % args.particles)
     size = args.size or box
-    if size > box or size < 8:
+    if size > box:
         fail("--size must be between 8 and the particle box (%d)" % box)
     work_apix = apix * box / size
-    if table.has_pose and not np.all(np.isfinite(np.concatenate([table.euler, table.origin_A], 1))):
-        bad = int((~np.isfinite(np.concatenate([table.euler, table.origin_A], 1)).all(1)).sum())
-        fail("%s: %d particles have NaN or infinite angles or origins" % (args.particles, bad))
+    wiener = _wiener(args.wiener)
+    try:
+        origin = parse_origin(args.origin)
+    except ValueError as exc:
+        fail(str(exc))
     reference = None
     if args.reference:
-        try:
-            reference, _ = read_map(args.reference, require_cubic=True)
-        except MRCError as exc:
-            fail(str(exc))
-    wiener = args.wiener if args.wiener == "fsc" else float(args.wiener)
+        reference, _ = read_map(args.reference, require_cubic=True)
+        if reference.shape[0] != box:
+            fail("--reference %s is %d px but the particles are %d px" % (args.reference, reference.shape[0], box))
     device = select_device(args.device, args.threads)
     halves = assign_halves(table, args.halves, args.seed)
     ctf_mode = args.ctf_mode if use_ctf else "none"
     log("reconstructing %d particles (%d px -> %d px, %.3f A/px, CTF %s) on %s"
         % (len(table), box, size, work_apix, ctf_mode, device_name(device)))
     progress = Progress(len(table), "reconstruct")
-    try:
-        result = reconstruct_table(table, size=size, ctf_mode=ctf_mode, pad=args.pad, wiener=wiener,
-                                   device=device, batch_size=args.batch_size, halves=halves,
-                                   data_root=args.data_root, progress=progress)
-    except (MRCError, OSError) as exc:
-        fail(str(exc))
-    origin = tuple(float(v) for v in args.origin.split(",")) if args.origin else None
+    result = reconstruct_table(table, size=size, ctf_mode=ctf_mode, pad=args.pad, wiener=wiener,
+                               device=device, batch_size=args.batch_size, halves=halves,
+                               data_root=args.data_root, progress=progress)
     facts = write_reconstruction(args.out, result, origin, reference)
     summary = {
         "command": "reconstruct", "n_particles": len(table), "box": box, "size": size, "apix": work_apix,

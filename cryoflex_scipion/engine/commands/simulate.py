@@ -16,6 +16,7 @@ from ..core.atoms import read_atoms
 from ..core.outputs import SUMMARY, Simulate
 from ..core.runtime import device_name, log, write_summary
 from ..core.simulation import Conformations, SimulationSettings, simulate_particles
+from ..core.validate import finite_array, load_array, select_modes
 
 
 def _floats(text):
@@ -34,6 +35,9 @@ def add_args(p):
     add_imaging_args(p)
     conf = p.add_argument_group("conformations (optional)")
     conf.add_argument("--modes", help=".npy of normal modes (M x atoms x 3) for the selected atoms")
+    conf.add_argument("--mode-list", default=None,
+                      help="modes of the file to deform along, numbered from 1 as in the file, e.g. '7-9' for the "
+                           "first non-rigid modes of an nma modes.npy (default: every mode in the file)")
     conf.add_argument("--amplitude-std", help="std of the Gaussian amplitudes per mode (one value or one per mode)")
     conf.add_argument("--amplitude-range", help="amplitudes uniform in +/- this (one value or one per mode)")
     conf.add_argument("--frames", nargs="+",
@@ -43,33 +47,30 @@ def add_args(p):
 
 def _load_frames(paths, selection, n_atoms):
     if len(paths) == 1 and paths[0].endswith(".npy"):
-        frames = np.load(paths[0])
+        frames = load_array(paths[0], "trajectory frames")
     else:
-        frames = np.stack([read_atoms(f, selection).coords for f in paths])
+        try:
+            frames = np.stack([read_atoms(f, selection).coords for f in paths])
+        except (ValueError, ImportError) as exc:
+            fail(str(exc))
     if frames.ndim != 3 or frames.shape[1:] != (n_atoms, 3):
-        fail("trajectory frames have shape %s; expected (K, %d, 3) to match the model's selected atoms"
-             % (frames.shape, n_atoms))
+        fail("trajectory frames have shape %s; expected (K, %d, 3) to match the model's %d selected atoms"
+             % (frames.shape, n_atoms, n_atoms))
     return frames
 
 
 def _validate(args):
     problems = []
-    if args.n_particles < 1:
-        problems.append("--n-particles must be at least 1")
     if args.box < 16:
         problems.append("--box must be at least 16 pixels")
-    if args.apix <= 0:
-        problems.append("--apix must be positive")
-    if args.snr is not None and args.snr <= 0:
-        problems.append("--snr must be positive (omit it for noiseless images)")
-    if not 0 <= args.noise_before_ctf <= 1:
-        problems.append("--noise-before-ctf must be between 0 and 1")
-    if args.defocus_min > args.defocus_max or args.defocus_min < 0:
+    if args.defocus_min > args.defocus_max:
         problems.append("need 0 <= --defocus-min <= --defocus-max")
     if args.modes and not (args.amplitude_std or args.amplitude_range):
         problems.append("--modes needs --amplitude-std or --amplitude-range")
     if args.modes and args.frames:
         problems.append("give --modes or --frames, not both")
+    if args.mode_list and not args.modes:
+        problems.append("--mode-list needs --modes")
     if problems:
         fail("; ".join(problems))
 
@@ -79,21 +80,38 @@ def main(args):
     device = select_device(args.device, args.threads)
     try:
         model = read_atoms(args.model, args.selection)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, ImportError) as exc:
         fail(str(exc))
     center = model.center()
     modes = frames = None
     if args.modes:
-        modes = np.load(args.modes)
+        modes = load_array(args.modes, "modes")
         if modes.ndim != 3 or modes.shape[1:] != (len(model), 3):
-            fail("modes have shape %s; expected (M, %d, 3) for the %d selected atoms"
-                 % (modes.shape, len(model), len(model)))
+            fail("%s: modes have shape %s; expected (M, %d, 3) for the %d selected atoms"
+                 % (args.modes, modes.shape, len(model), len(model)))
+        chosen = select_modes(args.mode_list, len(modes), "--mode-list")
+        if chosen is not None:
+            modes = modes[chosen]
+        finite_array(modes, args.modes + " (the modes used)")
     if args.frames:
         frames = _load_frames(args.frames, args.selection, len(model))
+    spreads = {}
+    for name in ("amplitude_std", "amplitude_range"):
+        text = getattr(args, name)
+        if text:
+            try:
+                values = _floats(text)
+            except ValueError:
+                values = [float("nan")]
+            if not values or not all(np.isfinite(v) and v >= 0 for v in values):
+                fail("--%s takes numbers of 0 or more, one or one per mode (got %r)" % (name.replace("_", "-"), text))
+            if modes is not None and len(values) not in (1, len(modes)):
+                fail("--%s gives %d values for %d modes: give one, or one per mode"
+                     % (name.replace("_", "-"), len(values), len(modes)))
+            spreads[name] = values
     conformations = Conformations(model.coords, model.weights, modes=modes,
-                                  amplitude_std=_floats(args.amplitude_std) if args.amplitude_std else None,
-                                  amplitude_range=_floats(args.amplitude_range) if args.amplitude_range else None,
-                                  frames=frames, center=center)
+                                  amplitude_std=spreads.get("amplitude_std"),
+                                  amplitude_range=spreads.get("amplitude_range"), frames=frames, center=center)
     settings = SimulationSettings(
         n_particles=args.n_particles, size=args.box, apix=args.apix, snr=args.snr,
         seed=args.seed, **imaging_settings(args))

@@ -5,9 +5,11 @@ The engine never parses PDB/mmCIF on a GPU node: the CPU side (ProDy, through
 the engine needs.  ProDy is imported only when a PDB/mmCIF file is read.
 """
 import os
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
+
+from .errors import EngineInputError
 
 __all__ = ["AtomModel", "read_atoms", "electrons", "deform"]
 
@@ -79,27 +81,42 @@ def read_atoms(path, selection=None):
         raise FileNotFoundError("atomic model not found: %s" % path)
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as data:
+            needed = [f.name for f in fields(AtomModel) if f.default is MISSING and f.default_factory is MISSING]
+            missing = [name for name in needed if name not in data]
+            if missing:
+                raise EngineInputError("%s is not an engine atom model: it lacks %s (write one with the atoms "
+                                       "command)" % (path, ", ".join(missing)))
             model = AtomModel(**{f.name: data[f.name] for f in fields(AtomModel) if f.name in data})
+        if not np.all(np.isfinite(model.coords)):
+            raise EngineInputError("%s: %d atoms have NaN or infinite coordinates"
+                                   % (path, int((~np.isfinite(model.coords)).any(1).sum())))
         if selection in (None, "all"):
             return model
         if selection == "ca":
             return model.select(model.names == "CA")
         if selection == "heavy":
             return model.select(np.char.upper(model.elements) != "H")
-        raise ValueError("selection %r needs a PDB/mmCIF input" % selection)
+        raise EngineInputError("selection %r needs a PDB/mmCIF input" % selection)
     try:
         import prody
     except ImportError as exc:
         raise ImportError("reading %s needs ProDy; convert it to .npz on a machine with ProDy "
                           "(python -m cryoflex_scipion.engine atoms --help)" % path) from exc
     prody.confProDy(verbosity="none")
-    structure = prody.parseMMCIF(path) if path.lower().endswith((".cif", ".mmcif")) else prody.parsePDB(path)
+    try:
+        structure = prody.parseMMCIF(path) if path.lower().endswith((".cif", ".mmcif")) else prody.parsePDB(path)
+    except Exception as exc:  # ProDy raises ValueError, IndexError... on files that are not structures
+        raise EngineInputError("%s: not a readable PDB/mmCIF file (%s)" % (path, str(exc).splitlines()[0])) from None
     if structure is None:
-        raise ValueError("%s: no atoms could be read" % path)
+        raise EngineInputError("%s: no atoms could be read" % path)
     if selection not in (None, "all"):
-        structure = structure.select(selection)
+        try:
+            structure = structure.select(selection)
+        except Exception as exc:  # prody.atomic.select.SelectionError and friends
+            raise EngineInputError("%s: invalid selection %r (%s)" % (path, selection,
+                                                                     " ".join(str(exc).split())[:120])) from None
         if structure is None:
-            raise ValueError("%s: selection %r matches no atom" % (path, selection))
+            raise EngineInputError("%s: selection %r matches no atom" % (path, selection))
     return _from_prody(structure)
 
 

@@ -17,10 +17,12 @@ import time
 
 import torch
 
+from .errors import EngineInputError
+
 __all__ = ["ModelFileError", "save_model_file", "read_model_file"]
 
 
-class ModelFileError(ValueError):
+class ModelFileError(EngineInputError):
     """A model file that cannot be read or used for the requested task."""
 
 

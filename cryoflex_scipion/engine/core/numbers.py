@@ -1,6 +1,6 @@
 """Lists of numbers as users write them: ``'7-9, 12'`` (mode numbers, frames, GPU ids...)."""
 
-__all__ = ["parse_number_list"]
+__all__ = ["parse_number_list", "parse_origin"]
 
 
 def parse_number_list(text, what="list"):
@@ -29,3 +29,18 @@ def parse_number_list(text, what="list"):
     if len(set(out)) != len(out):
         raise ValueError("%s %r names a number twice" % (what, text))
     return out
+
+
+def parse_origin(text, what="--origin"):
+    """``'x,y,z'`` (A) -> a tuple of three finite floats; None or blank -> None.  Raises ValueError naming
+    ``what`` otherwise."""
+    text = "" if text is None else str(text).strip()
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(abs(v) < float("inf") for v in values):
+        raise ValueError("%s %r: give three numbers x,y,z in A" % (what, text))
+    return values

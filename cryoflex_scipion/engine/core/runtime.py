@@ -12,12 +12,10 @@ import time
 import numpy as np
 import torch
 
+from .errors import EngineInputError  # re-exported: library code raises it from here
+
 __all__ = ["EngineInputError", "log", "Progress", "run_batches", "host_memory_gb", "host_memory_available",
            "select_device", "device_name", "gpu_ids", "write_summary"]
-
-
-class EngineInputError(ValueError):
-    """Unusable input or settings, with a message meant for the user (the CLI prints it on one line)."""
 
 
 def log(msg):

@@ -6,11 +6,12 @@ and says what to change.
 import numpy as np
 
 from ..core.maps import resample_map
+from ..core.errors import EngineInputError
 
 __all__ = ["InputError", "same_grid", "check_map", "target_on_grid", "labels_from_masks"]
 
 
-class InputError(ValueError):
+class InputError(EngineInputError):
     """An input that CryoTRANS cannot use, with what to do about it."""
 
 

@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..core.fingerprint import Fingerprint
 from ..core.maps import bin_map
+from ..core.training.checkpoint import load_checkpoint, save_checkpoint
 from .density import Level, particles_from_density, splat
 from .flow import Flow, part_slices
 from .rigidity import build_mesh
@@ -171,23 +173,21 @@ class Morph:
         return self._levels[key]
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def _save(self, path, stage_index, iteration, optimizer):
-        state = {"flow": self.flow.state_dict(), "flow_config": self.flow.config,
-                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                 "stage": stage_index, "iteration": iteration, "history": self.history,
-                 "stage_seconds": self.stage_seconds, "fingerprint": self.settings.fingerprint()}
-        tmp = path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # a checkpoint is either the old one or the new one, never half-written
+    def fingerprint(self):
+        """What a checkpoint must share with this morph to be resumed: the densities, the parts and every
+        result-affecting setting (:meth:`MorphSettings.fingerprint`)."""
+        return Fingerprint(inputs={"a0": self.a0, "a1": self.a1, "labels": self.labels, "box_length": self.box_length},
+                           training=json.loads(self.settings.fingerprint()))
 
-    def _load(self, path, log):
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # a damaged checkpoint: start again rather than fail
-            log("checkpoint %s unreadable (%s): starting from scratch" % (path, exc))
-            return None
-        if state.get("fingerprint") != self.settings.fingerprint():
-            log("checkpoint %s was written with other settings: starting from scratch" % path)
+    def _save(self, path, stage_index, iteration, optimizer):
+        save_checkpoint(path, {"flow": self.flow.state_dict(), "flow_config": self.flow.config,
+                               "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                               "stage": stage_index, "iteration": iteration, "history": self.history,
+                               "stage_seconds": self.stage_seconds}, self._fingerprint)
+
+    def _load(self, path, on_mismatch):
+        state = load_checkpoint(path, self._fingerprint, self.device, on_mismatch)
+        if state is None:
             return None
         self.flow.load_state_dict(state["flow"])
         self.history = list(state["history"])
@@ -195,14 +195,24 @@ class Morph:
         return state
 
     # -- training ----------------------------------------------------------------------------------------------
-    def run(self, checkpoint=None, log=print, time_limit=None):
-        """Run every stage (resuming from ``checkpoint`` when it exists); returns the history."""
-        start_stage, start_iter, opt_state = 0, 0, None
+    def resume_state(self, checkpoint, on_mismatch="error"):
+        """The state in ``checkpoint`` when it exists and was written for this morph, else None; one written
+        for other maps or settings is refused or moved aside by ``on_mismatch``
+        (:func:`..core.training.checkpoint.load_checkpoint`)."""
+        self._fingerprint = self.fingerprint()
         if checkpoint and os.path.exists(checkpoint):
-            state = self._load(checkpoint, log)
-            if state is not None:
-                start_stage, start_iter, opt_state = state["stage"], state["iteration"], state["optimizer"]
-                log("resuming from %s: stage %d, iteration %d" % (checkpoint, start_stage + 1, start_iter))
+            return self._load(checkpoint, on_mismatch)
+        return None
+
+    def run(self, checkpoint=None, log=print, time_limit=None, on_mismatch="error", state=False):
+        """Run every stage, resuming from ``checkpoint`` (see :meth:`resume_state`; ``state``: what it
+        returned, when the caller asked first); returns the history."""
+        start_stage, start_iter, opt_state = 0, 0, None
+        if state is False:
+            state = self.resume_state(checkpoint, on_mismatch)
+        if state is not None:
+            start_stage, start_iter, opt_state = state["stage"], state["iteration"], state["optimizer"]
+            log("resuming from %s: stage %d, iteration %d" % (checkpoint, start_stage + 1, start_iter))
         t_start = time.time()
         for s_index, stage in enumerate(self.settings.stages):
             if s_index < start_stage:
@@ -254,14 +264,18 @@ class Morph:
             total.backward()
             optimizer.step()
             done = it + 1
-            if done % self.settings.log_every == 0 or done == stage.iterations or it == first:
+            # History rows at the same iterations whether or not the run was resumed (loss.csv has no
+            # extra rows after a resume); the first iteration of a resumed stage is only logged.
+            recorded = done % self.settings.log_every == 0 or done == stage.iterations or it == 0
+            if recorded or it == first:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 session = time.time() - t_session
                 row = {"stage": s_index, "kind": stage.kind, "grid": data.level.m, "iteration": done,
                        "loss": float(total.detach()), "seconds": previous + session}
                 row.update({k: float(v.detach()) for k, v in terms.items()})
-                self.history.append(row)
+                if recorded:
+                    self.history.append(row)
                 log("%s: iteration %d/%d, loss %.6g%s, %.1f it/s" % (
                     label, done, stage.iterations, row["loss"],
                     "".join(", %s %.4g" % (k, row[k]) for k in terms if len(terms) > 1),

@@ -168,9 +168,11 @@ def _stage_summary(history, morph):
     return out
 
 
-def run_morph(job, out, device, dtype=torch.float32, time_limit=None, reference_model=None):
+def run_morph(job, out, device, dtype=torch.float32, time_limit=None, reference_model=None, overwrite=False):
     """Train the morph of ``job`` into the folder ``out`` and write its outputs; returns the summary.
-    ``reference_model``: an atomic model of the target (AtomModel) to score f0, f1 and the generated map."""
+    ``reference_model``: an atomic model of the target (AtomModel) to score f0, f1 and the generated map.
+    A checkpoint in ``out`` resumes only the same job; another job's is refused
+    (:class:`..core.training.checkpoint.CheckpointMismatch`) unless ``overwrite``."""
     t_start = time.time()
     size, apix = job.info0.shape[0], job.info0.apix
     a0, a1 = job.densities
@@ -179,9 +181,14 @@ def run_morph(job, out, device, dtype=torch.float32, time_limit=None, reference_
         "rigidity %g" % (device_name(device), size, apix, t0, int((a0 > 0).sum()), t1, int((a1 > 0).sum()),
                           job.n_parts, "s" if job.n_parts > 1 else "", job.settings.rigidity))
     os.makedirs(out, exist_ok=True)
+    summary_path = os.path.join(out, outputs.SUMMARY)
     morph = Morph(a0, a1, job.settings, labels=job.labels, device=device, dtype=dtype, box_length=size * apix)
     t_train = time.time()
-    history = morph.run(checkpoint=os.path.join(out, outputs.CHECKPOINT), log=log, time_limit=time_limit)
+    checkpoint = os.path.join(out, outputs.CHECKPOINT)
+    state = morph.resume_state(checkpoint, "restart" if overwrite else "error")  # refuse before removing anything
+    if os.path.exists(summary_path):  # the outputs are rewritten below; until then they are not complete
+        os.remove(summary_path)
+    history = morph.run(checkpoint=checkpoint, log=log, time_limit=time_limit, state=state)
     train_seconds = time.time() - t_train
     _write_loss(os.path.join(out, outputs.LOSS), history)
     torch.save({"version": MODEL_VERSION, "flow": morph.flow.state_dict(), "flow_config": morph.flow.config,

@@ -28,6 +28,7 @@ import re
 import numpy as np
 import torch
 
+from ..core.errors import EngineInputError
 from ..core.geometry import euler_to_quaternion
 from ..core.io.particles import AMPLITUDE_COLUMN
 from ..core.metrics import mahalanobis
@@ -39,7 +40,7 @@ __all__ = ["LabelError", "Labels", "labels_from_table", "labels_from_npz", "labe
 _AMPLITUDE_COLUMN = re.compile("^" + AMPLITUDE_COLUMN.replace("%d", r"(\d+)") + "$")
 
 
-class LabelError(ValueError):
+class LabelError(EngineInputError):
     """Labels missing or unusable, with a message for the user."""
 
 
@@ -121,7 +122,11 @@ def labels_from_table(table, mode_numbers=None, source="particles"):
 def labels_from_npz(path, mode_numbers=None):
     """Labels from an ``.npz`` with ``euler``, ``origin_A``, ``amplitudes`` (and ``mode_numbers``)."""
     try:
-        with np.load(path) as data:
+        loaded = np.load(path)
+        if not hasattr(loaded, "files"):  # a .npy: one array, not the named arrays of an archive
+            raise LabelError("%s is a single array, not an .npz archive: save euler, origin_A and amplitudes with "
+                             "numpy.savez" % path)
+        with loaded as data:
             missing = [k for k in ("euler", "origin_A", "amplitudes") if k not in data]
             if missing:
                 raise LabelError("%s lacks %s (needs euler, origin_A, amplitudes)" % (path, ", ".join(missing)))

@@ -58,15 +58,14 @@ def plan_training(labels, box, apix, size=128, outlier_threshold=3.2, val_fracti
     return TrainingPlan(n, box, apix, work, work_apix, outliers, distances, train, val, outlier_threshold)
 
 
-def make_job(particles, labels, plan, net_config, config, out, data_root=None, apix=None, cache="auto"):
-    """The :class:`.train.TrainingJob` of a plan, with its checkpoint and curves in ``out`` (the plan's
-    positions are saved there too)."""
+def make_job(particles, labels, plan, net_config, config, out, data_root=None, apix=None, cache="auto",
+             on_mismatch="restart"):
+    """The :class:`.train.TrainingJob` of a plan, with its checkpoint and curves in ``out``; ``on_mismatch``:
+    what a checkpoint of another job in ``out`` does (:func:`..core.training.checkpoint.load_checkpoint`)."""
     os.makedirs(out, exist_ok=True)
-    np.savez(os.path.join(out, outputs.TRAINING_SET), train=plan.train, validation=plan.val, outlier=plan.outliers,
-             mahalanobis=plan.distances)
     return TrainingJob(os.path.abspath(particles), labels, plan.train, plan.val, plan.size, net_config, config,
                        data_root=data_root, apix=apix, cache=cache, checkpoint=os.path.join(out, outputs.CHECKPOINT),
-                       curves=os.path.join(out, outputs.CURVES))
+                       curves=os.path.join(out, outputs.CURVES), on_mismatch=on_mismatch)
 
 
 def train_network(job, device, n_gpus=1):
@@ -85,7 +84,9 @@ def train_network(job, device, n_gpus=1):
 
 
 def save_trained_model(out, net, data, plan, labels, history, config, seconds, device, device_label, reference=""):
-    """Final validation and the model file; returns ``(validation figures, metadata)``."""
+    """Final validation, the model file and the plan's split; returns ``(validation figures, metadata)``."""
+    np.savez(os.path.join(out, outputs.TRAINING_SET), train=plan.train, validation=plan.val, outlier=plan.outliers,
+             mahalanobis=plan.distances)
     final = evaluate(net, data, plan.val, device, config) if len(plan.val) else {}
     meta = {"labels": data.scaler.to_dict(), "mode_numbers": labels.mode_numbers, "working_size": plan.size,
             "working_apix": plan.working_apix, "input_box": plan.box, "input_apix": plan.apix,

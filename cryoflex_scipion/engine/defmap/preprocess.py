@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.errors import EngineInputError
 from .grid import Grid, gaussian_lowpass, resample_linear, resampled_grid
 
 __all__ = ["VOXEL_SIZE", "DEFAULT_THRESHOLD", "RESOLUTIONS", "MapError", "PreparedMap", "check_map", "prepare_map",
@@ -34,7 +35,7 @@ DEFAULT_THRESHOLD = 1.0   # standardised units (box standard deviations above th
 RESOLUTIONS = (5.0, 6.0, 7.0)
 
 
-class MapError(ValueError):
+class MapError(EngineInputError):
     """A map that DEFMap cannot use, with the reason."""
 
 

@@ -13,6 +13,8 @@ Extraction is a gather from the zero-padded map with precomputed flat offsets: a
 import numpy as np
 import torch
 
+from ..core.fingerprint import digest
+
 __all__ = ["BOX", "SubvoxelSource", "box_offsets", "rotate_subvoxels", "ROTATIONS"]
 
 BOX = 10
@@ -48,6 +50,10 @@ class SubvoxelSource:
         strides = (self.padded_shape[1] * self.padded_shape[2], self.padded_shape[2], 1)
         self._strides = torch.tensor(strides, dtype=torch.int64, device=self.device)
         self._offsets = torch.as_tensor(box_offsets(box, strides), device=self.device)
+
+    def digest(self):
+        """A digest of the map the sub-voxels come from (for training fingerprints)."""
+        return digest([list(self.shape), self._flat])
 
     def extract(self, centres_zyx):
         """Sub-voxels ``(N, box, box, box)`` around integer (z, y, x) centres ``(N, 3)`` inside the map."""

@@ -15,20 +15,22 @@
 import contextlib
 import copy
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from ..core.fingerprint import Fingerprint
 from ..core.runtime import log
+from ..core.training.checkpoint import load_checkpoint, save_checkpoint
 from .labels import voxel_labels
 from .network import DefmapNet
 from .preprocess import prepare_map
 from .subvoxels import BOX, ROTATIONS, SubvoxelSource, rotate_subvoxels
 
-__all__ = ["TrainingItem", "TrainingSet", "TrainConfig", "make_item", "train", "evaluate", "pearson"]
+__all__ = ["TrainingItem", "TrainingSet", "TrainConfig", "make_item", "train", "evaluate", "pearson",
+           "training_fingerprint"]
 
 
 @dataclass
@@ -108,6 +110,20 @@ class TrainConfig:
     amp: bool = False              # bfloat16 autocast on CUDA (faster; labels are standardised)
 
 
+# Settings that only decide when training stops, not what each epoch does (Adam at a constant rate): a rerun
+# that changes them resumes, e.g. to train longer.
+_STOPPING = ("epochs", "patience", "time_limit")
+
+
+def training_fingerprint(tset, config):
+    """What a checkpoint must share with a run to be resumed: the maps, labelled voxels and their split,
+    and every setting but those of :data:`_STOPPING`."""
+    return Fingerprint(inputs={"names": tset.names(), "maps": [it.source.digest() for it in tset.items],
+                               "centres": [it.centres for it in tset.items], "labels": tset.labels,
+                               "train": tset.train, "val": tset.val},
+                       training={k: v for k, v in asdict(config).items() if k not in _STOPPING})
+
+
 def bf16_autocast(enabled):
     """bfloat16 autocast on CUDA, or nothing (no CUDA autocast object on CPU-only builds)."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
@@ -140,10 +156,12 @@ def _save_curve(path, history):
             fh.write(",".join("%.6g" % h[k] if isinstance(h[k], float) else str(h[k]) for k in keys) + "\n")
 
 
-def train(tset, config, device="cpu", checkpoint=None, curve=None, net=None):
+def train(tset, config, device="cpu", checkpoint=None, curve=None, net=None, on_mismatch="error"):
     """Train a :class:`DefmapNet` on ``tset``; returns ``(net with the best weights, history)``.
 
-    ``checkpoint``: path written after every epoch and resumed from when it exists.
+    ``checkpoint``: path written after every epoch and resumed from when it was written for the same
+    :func:`training_fingerprint`; one written for other data or settings is refused (``on_mismatch='error'``)
+    or moved aside (``'restart'``), see :func:`..core.training.checkpoint.load_checkpoint`.
     ``curve``: path prefix of the training curve (``.csv`` and ``.json``).
     """
     if net is None:
@@ -153,8 +171,9 @@ def train(tset, config, device="cpu", checkpoint=None, curve=None, net=None):
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     state = {"epoch": 0, "best_loss": float("inf"), "best_state": None, "bad_epochs": 0, "history": [],
              "elapsed": 0.0}
-    if checkpoint and os.path.exists(checkpoint):
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+    fingerprint = training_fingerprint(tset, config)
+    saved = load_checkpoint(checkpoint, fingerprint, device, on_mismatch) if checkpoint else None
+    if saved is not None:
         net.load_state_dict(saved["net"])
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
@@ -197,9 +216,8 @@ def train(tset, config, device="cpu", checkpoint=None, curve=None, net=None):
         log("epoch %d: train loss %.4f, validation loss %.4f (r %.3f), %.0f s"
             % (h["epoch"], h["train_loss"], val_loss, val_r, h["seconds"]))
         if checkpoint:
-            torch.save({"net": net.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                        "config": asdict(config)}, checkpoint + ".tmp")
-            os.replace(checkpoint + ".tmp", checkpoint)
+            save_checkpoint(checkpoint, {"net": net, "optimizer": opt, "state": state, "config": asdict(config)},
+                            fingerprint)
         _save_curve(curve, state["history"])
         if state["bad_epochs"] >= config.patience or out_of_time:
             break

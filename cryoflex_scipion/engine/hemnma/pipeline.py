@@ -26,8 +26,8 @@ from ..core.io.particles import read_particles
 from ..core.io.stack import ImageSource
 from ..core.io.star import StarError
 from ..core.metrics import mahalanobis
-from ..core.numbers import parse_number_list
 from ..core.runtime import EngineInputError, Progress, device_name, host_memory_gb, log, run_batches
+from ..core.validate import check_particles, load_array, select_modes
 from . import outputs
 from .align import ElasticAligner
 from .model import CTF_FLIPPED, CTF_FULL, CTF_NONE, ElasticReference
@@ -51,33 +51,25 @@ class HemnmaInputs:
 
 
 def parse_mode_numbers(text, total):
-    """1-based mode numbers from ``'7-9, 12'`` (``None``/empty: all ``total`` modes of the file)."""
-    try:
-        numbers = parse_number_list(text, "--mode-list")
-    except ValueError as exc:
-        raise EngineInputError(str(exc)) from None
-    if numbers is None:
-        return list(range(1, total + 1))
-    bad = [m for m in numbers if m < 1 or m > total]
-    if bad:
-        raise EngineInputError("--mode-list asks for mode(s) %s but the modes file holds modes 1-%d" % (bad, total))
-    return numbers
+    """1-based mode numbers from ``'7-9, 12'`` (``None``/empty: all ``total`` modes of the file); see
+    :func:`..core.validate.select_modes` for what is refused."""
+    index = select_modes(text, total, "--mode-list")
+    return list(range(1, total + 1)) if index is None else [i + 1 for i in index]
 
 
 def load_inputs(particles, atoms, modes_path, mode_list=None, selection="all", apix=None, data_root=None,
-                ctf_mode="auto", need_poses=False):
+                ctf_mode="auto", need_poses=False, amplitude_contrast=None):
     """Read and check everything the alignment needs -> :class:`HemnmaInputs`."""
     try:
-        table = read_particles(particles, apix=apix, check_files=True, data_root=data_root)
+        table = read_particles(particles, apix=apix, check_files=True, data_root=data_root,
+                               amplitude_contrast=amplitude_contrast)
         box, apix = table.uniform()
         model = read_atoms(atoms, selection)
     except (StarError, FileNotFoundError, MRCError, ValueError, ImportError) as exc:
         raise EngineInputError(str(exc)) from None
     if len(table) == 0:
         raise EngineInputError("%s holds no particles" % particles)
-    if not os.path.exists(modes_path):
-        raise EngineInputError("modes file not found: %s" % modes_path)
-    modes = np.load(modes_path)
+    modes = load_array(modes_path, "modes")
     if modes.ndim != 3 or modes.shape[2] != 3:
         raise EngineInputError("%s: modes must be an array (modes, atoms, 3), got %s" % (modes_path, modes.shape))
     if modes.shape[1] != len(model):
@@ -93,6 +85,7 @@ def load_inputs(particles, atoms, modes_path, mode_list=None, selection="all", a
                                % particles)
     if need_poses and not table.has_pose:
         raise EngineInputError("%s has no angles: --local and --use-input-poses need existing poses" % particles)
+    check_particles(table, particles, need_poses=need_poses, use_ctf=ctf_mode != CTF_NONE)
     radius = np.sqrt(((model.coords - model.center()) ** 2).sum(1)).max()
     if radius > 0.5 * box * apix:
         raise EngineInputError("the reference reaches %.0f A from its centre but the particle box is %.0f A wide: "
@@ -127,10 +120,10 @@ def fingerprint(inputs, settings, batch_size, sigma, seed, local, use_input_pose
         local=bool(local), use_input_poses=bool(use_input_poses))
 
 
-def prepare_job(out, job):
-    """Keep the finished batches in ``out`` only if they belong to this job (the same
-    :func:`fingerprint` ``job``); otherwise remove them and record this job.  Returns the number of
-    batches kept."""
+def prepare_job(out, job, overwrite=False):
+    """Keep the finished batches in ``out`` only if they belong to this job (the same :func:`fingerprint`
+    ``job``).  Results of another job are refused (:class:`EngineInputError` naming what differs) unless
+    ``overwrite``, which removes them and records this job.  Returns the indices of the batches kept."""
     batches = os.path.join(out, outputs.BATCHES)
     job_path = os.path.join(out, JOB_FILE)
     previous = None
@@ -140,23 +133,26 @@ def prepare_job(out, job):
                 previous = json.load(fh).get("fingerprint")
         except (OSError, ValueError, AttributeError):
             previous = None
-    existing = glob.glob(os.path.join(batches, "batch_*.npz"))
+    existing = sorted(glob.glob(os.path.join(batches, "batch_*.npz")))
     if previous is not None and not job.differences(previous):
-        return len(existing)
-    if existing:
-        changed = job.differences(previous) if previous is not None else []
-        log("%d finished batches in %s belong to another job (differs in: %s): aligning from scratch"
-            % (len(existing), out, ", ".join(changed) or "unknown, no job record"))
-        shutil.rmtree(batches)
-    for name in (outputs.STAR, outputs.RESULTS, outputs.SUMMARY):  # results of the other job
-        path = os.path.join(out, name)
-        if os.path.exists(path):
-            os.remove(path)
+        return [int(os.path.basename(p)[6:-4]) for p in existing]
+    results = [name for name in (outputs.STAR, outputs.RESULTS, outputs.SUMMARY)
+               if os.path.exists(os.path.join(out, name))]
+    if existing or results:
+        changed = ", ".join(job.differences(previous)) if previous is not None else "unknown, no job record"
+        if not overwrite:
+            raise EngineInputError("%s holds the results of another alignment (it differs in: %s); give "
+                                   "--overwrite to replace them, or another output folder" % (out, changed))
+        log("%s held the results of another alignment (it differs in: %s): aligning from scratch" % (out, changed))
+        if os.path.isdir(batches):
+            shutil.rmtree(batches)
+        for name in results:
+            os.remove(os.path.join(out, name))
     os.makedirs(batches, exist_ok=True)
     with open(job_path + ".tmp", "w") as fh:
         json.dump({"fingerprint": job.digests}, fh, indent=1)
     os.replace(job_path + ".tmp", job_path)
-    return 0
+    return []
 
 
 def align_batches(inputs, settings, out, device, batch_size=256, sigma=1.0, seed=0, data_root=None,

@@ -28,6 +28,7 @@ from scipy.sparse.linalg import eigsh
 from scipy.spatial import cKDTree
 
 from ..core.clustering import kmeans
+from ..core.errors import EngineInputError
 
 __all__ = ["NormalModes", "NetworkError", "contacts", "relative_cutoff", "anm_hessian", "rtb_blocks", "spatial_blocks",
            "compute_modes", "check_connected"]
@@ -35,7 +36,7 @@ __all__ = ["NormalModes", "NetworkError", "contacts", "relative_cutoff", "anm_he
 DENSE_LIMIT = 4500  # degrees of freedom up to which the dense eigensolver is used
 
 
-class NetworkError(ValueError):
+class NetworkError(EngineInputError):
     """The elastic network cannot give normal modes (e.g. it is disconnected)."""
 
 

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EngineInputError
+
 __all__ = ["MRCError", "MapInfo", "read_map", "write_map", "map_info", "open_stack", "stack_header", "StackWriter"]
 
 
-class MRCError(ValueError):
+class MRCError(EngineInputError):
     """An MRC file that cannot be used, with the file name in the message."""
 
 
@@ -73,6 +75,11 @@ def _open(path, mmap=False):
         handle.close()
         raise MRCError("%s: MRC header is invalid and the data cannot be interpreted (%s)"
                        % (path, "; ".join(problems) or "unknown mode or size"))
+    if np.iscomplexobj(handle.data):
+        mode = int(handle.header.mode)
+        handle.close()
+        raise MRCError("%s: complex-valued data (MRC mode %d, e.g. a Fourier transform); real images or maps "
+                       "are needed" % (path, mode))
     expected = int(handle.header.nx) * int(handle.header.ny) * int(handle.header.nz)
     if handle.data.size != expected:
         handle.close()

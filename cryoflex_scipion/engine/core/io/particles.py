@@ -17,7 +17,7 @@ from ..ctf import CTFParams
 from ..geometry import euler_to_matrix, origin_to_shift
 from .star import StarBlock, StarError, read_star, write_star
 
-__all__ = ["ParticleTable", "read_particles", "resolve_path", "AMPLITUDE_COLUMN"]
+__all__ = ["ParticleTable", "read_particles", "check_stacks", "resolve_path", "AMPLITUDE_COLUMN"]
 
 # Normal-mode amplitude columns of CryoFlex STAR files, named by mode number (cryoflexAmplitude7, ...).
 AMPLITUDE_COLUMN = "cryoflexAmplitude%d"
@@ -166,6 +166,13 @@ class ParticleTable:
                 part.set(c, v)
         write_star(path, [optics, part])
 
+    def optics_table(self):
+        """The RELION 3.1 optics block of this table: one row per optics group with its pixel size, box and,
+        with a CTF, voltage, Cs and amplitude contrast (taken from the group's first particle); the other
+        columns of a block read from a STAR file are kept."""
+        n = len(self)
+        return self._optics_block(self.optics_group if self.optics_group is not None else np.ones(n, dtype=np.int64))
+
     def _optics_block(self, groups):
         if self.optics is not None and "rlnOpticsGroup" in self.optics:
             block = StarBlock("optics", self.optics.columns, dict(self.optics.values))
@@ -201,7 +208,7 @@ def _split_image_names(names):
         raise StarError("rlnImageName must look like 000001@stack.mrcs") from None
 
 
-def _star_particles(path, apix=None):
+def _star_particles(path, apix=None, amplitude_contrast=None):
     blocks = read_star(path)
     optics = blocks.get("optics")
     part = blocks.get("particles")
@@ -258,12 +265,15 @@ def _star_particles(path, apix=None):
     if "rlnDefocusU" in part:
         values = {}
         defaults = {"rlnDefocusV": None, "rlnDefocusAngle": 0.0, "rlnVoltage": None,
-                    "rlnSphericalAberration": None, "rlnAmplitudeContrast": None,
+                    "rlnSphericalAberration": None, "rlnAmplitudeContrast": amplitude_contrast,
                     "rlnPhaseShift": 0.0, "rlnCtfBfactor": 0.0, "rlnCtfScalefactor": 1.0}
         for col, attr in _CTF_COLUMNS.items():
             v = per_particle(col, defaults.get(col))
             if v is None and col == "rlnDefocusV":
                 v = part.floats("rlnDefocusU")
+            if v is None and col == "rlnAmplitudeContrast":
+                raise StarError("%s: no amplitude contrast (rlnAmplitudeContrast; RELION 3.0 files may lack "
+                                "it): give it explicitly (--amplitude-contrast, e.g. 0.1)" % path)
             if v is None:
                 raise StarError("%s: CTF column %s missing" % (path, col))
             values[attr] = v
@@ -303,21 +313,46 @@ def _cs_particles(path, apix=None):
                          os.path.dirname(os.path.abspath(path)), os.path.splitext(os.path.basename(path))[0])
 
 
-def read_particles(path, apix=None, check_files=False, data_root=None):
+def read_particles(path, apix=None, check_files=False, data_root=None, amplitude_contrast=None):
     """Read a RELION STAR or cryoSPARC .cs particle file into a :class:`ParticleTable`.
 
-    ``apix`` overrides (or supplies) the pixel size.  Missing box sizes are
+    ``apix`` overrides (or supplies) the pixel size; ``amplitude_contrast`` supplies the amplitude contrast
+    of a STAR file that has none (the file's own values win).  Missing box sizes are
     read from the stacks' headers.  With ``check_files`` every referenced
-    stack must exist (the error names the first missing one).
+    stack must exist and agree with the table (:func:`check_stacks`), so that a command fails before its work.
     """
     if path.endswith(".cs"):
         table = _cs_particles(path, apix)
     else:
-        table = _star_particles(path, apix)
+        table = _star_particles(path, apix, amplitude_contrast)
     if table.box is None or check_files:
         from .mrc import map_info
         files = table.resolved_files(data_root)
         if table.box is None:
             sizes = {name: map_info(p).shape[-1] for name, p in files.items()}
             table.box = np.array([sizes[str(f)] for f in table.image_file], dtype=np.int64)
+        if check_files:
+            check_stacks(table, files)
     return table
+
+
+def check_stacks(table, files):
+    """Every stack a table names is a readable real-valued MRC of square images of the declared box, holding
+    every image index asked for (only headers are read).  Raises :class:`MRCError` naming the file."""
+    from .mrc import MRCError, open_stack
+    names, code = np.unique(np.asarray(table.image_file).astype(str), return_inverse=True)
+    last = np.full(len(names), -1, dtype=np.int64)
+    np.maximum.at(last, code, np.asarray(table.image_index, dtype=np.int64))
+    boxes = np.zeros(len(names), dtype=np.int64)
+    boxes[code] = table.box
+    for i, name in enumerate(names):
+        path = files[str(name)]
+        handle, info = open_stack(path)
+        handle.close()
+        n, ny, nx = info.shape[-3:] if len(info.shape) >= 3 else (1,) + tuple(info.shape)
+        if nx != ny:
+            raise MRCError("%s: images are %dx%d; square images are required" % (path, nx, ny))
+        if nx != boxes[i]:
+            raise MRCError("%s: images are %d px but the particle file declares %d px" % (path, nx, boxes[i]))
+        if last[i] >= n:
+            raise MRCError("%s: image %d is asked for but the stack holds %d" % (path, last[i] + 1, n))

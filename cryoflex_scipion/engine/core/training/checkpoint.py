@@ -24,6 +24,7 @@ import os
 import numpy as np
 import torch
 
+from ..errors import EngineInputError
 from ..runtime import log
 
 __all__ = ["CheckpointMismatch", "save_checkpoint", "load_checkpoint", "module_state",
@@ -33,7 +34,7 @@ __all__ = ["CheckpointMismatch", "save_checkpoint", "load_checkpoint", "module_s
 _PART_PHRASES = {"inputs": "other inputs", "network": "another network", "training": "other training settings"}
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(EngineInputError):
     """A checkpoint written for other inputs or settings (the message says which)."""
 
 
