@@ -12,9 +12,12 @@ import subprocess
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
+from pyworkflow.object import Pointer, PointerList
 from pyworkflow.protocol.constants import STEPS_SERIAL
 
 from .. import Plugin
+from ..engine.core.numbers import parse_number_list
+from ..engine.core.validate import describe_numbers, select_modes
 from ..engine.core.outputs import SUMMARY
 
 
@@ -39,12 +42,55 @@ class CryoFlexProtocol(EMProtocol):
 
     @classmethod
     def _addBatchParam(cls, form, default=128, expert=True):
-        form.addParam("batchSize", params.IntParam, default=default,
+        form.addParam("batchSize", params.IntParam, default=default, validators=[params.GE(1)],
                       expertLevel=params.LEVEL_ADVANCED if expert else params.LEVEL_NORMAL,
                       label="Batch size",
                       help="Particles per GPU/CPU batch. Halved automatically if the GPU runs out of memory.")
 
+    # -- steps ----------------------------------------------------------------
+    def _insertFormSteps(self, *steps):
+        """Insert ``steps`` (methods taking ``*formValues``), each with the form's values as its argument.
+
+        Scipion's continue mode reruns exactly the steps whose arguments changed; with the form's values
+        in every step, an edited parameter or a re-created input reruns the work instead of keeping the old
+        outputs, and the engine's fingerprints then decide what of the earlier work can be resumed."""
+        values = self._formValues()
+        for step in steps:
+            self._insertFunctionStep(step, values)
+
+    def _formValues(self):
+        """The form's parameters as one string: values, and for inputs their object ids and files' times."""
+        parts = []
+        for name, _ in self._definition.iterParams():
+            attr = getattr(self, name, None)
+            if isinstance(attr, (Pointer, PointerList)):
+                parts.append("%s=%s" % (name, self._inputStamp(attr)))
+            elif hasattr(attr, "get"):
+                parts.append("%s=%s" % (name, attr.get()))
+        return ";".join(parts)
+
+    @staticmethod
+    def _inputStamp(attr):
+        stamps = []
+        for pointer in ([attr] if isinstance(attr, Pointer) else list(attr)):
+            obj = pointer.get()
+            if obj is None:
+                stamps.append("none")
+                continue
+            path = obj.getFileName() if hasattr(obj, "getFileName") else None
+            mtime = os.path.getmtime(path) if path and os.path.exists(path) else 0
+            stamps.append("%s:%s:%.0f" % (obj.getObjId(), pointer.getExtended(), mtime))
+        return ",".join(stamps)
+
     # -- paths ----------------------------------------------------------------
+    def _newSetPath(self, name):
+        """Path of an output set's database in this run's folder, emptied first: a rerun (continue mode after
+        an edit) writes a new set rather than appending to the one of the earlier run."""
+        path = self._getPath(name)
+        if os.path.exists(path):
+            os.remove(path)
+        return path
+
     def _enginePath(self, *names):
         """Path in the folder of the engine's inputs and outputs (this run's extra/engine, created here)."""
         folder = self._getExtraPath("engine")
@@ -103,6 +149,22 @@ class CryoFlexProtocol(EMProtocol):
             return json.load(fh)
 
     # -- validation helpers ---------------------------------------------------
+    @staticmethod
+    def _modeListErrors(modes, text, label="Modes to use"):
+        """Problems of a mode list (``'7-9, 12'``, numbered as in the SetOfNormalModes ``modes``): syntax,
+        modes the set lacks, only the rigid-body modes 1-6 of a whole analysis; the engine's rules."""
+        available = [m.getObjId() for m in modes.iterItems(orderBy="id")]
+        try:
+            select_modes(text, max(available) if available else 0, label, source="the set")
+        except ValueError as exc:
+            return ["%s." % exc]
+        numbers = parse_number_list(text) or []
+        missing = [n for n in numbers if n not in available]
+        if missing:
+            return ["%s %r: modes %s are not in the set (it has modes %s)."
+                    % (label, text, describe_numbers(missing), describe_numbers(available))]
+        return []
+
     @staticmethod
     def _pointerIsSet(pointer):
         return pointer is not None and pointer.hasValue() and pointer.get() is not None

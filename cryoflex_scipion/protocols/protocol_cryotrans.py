@@ -64,7 +64,8 @@ class ProtCryoFlexCryoTrans(CryoFlexProtocol):
                       help="'factor:iterations' from coarse to fine, e.g. 2:300,1:1350 (binning factor of "
                            "the grid). Empty: automatic from 'Iterations' (30% on the grid binned 2x when it keeps "
                            "at least 24 voxels, the rest on the full grid).")
-        form.addParam("learningRate", params.FloatParam, default=1e-3, label="Learning rate (Adam)")
+        form.addParam("learningRate", params.FloatParam, default=1e-3,
+                      validators=[params.Positive], label="Learning rate (Adam)")
         form.addParam("rigidity", params.FloatParam, default=2.0, validators=[params.GE(0)],
                       label="Rigidity weight",
                       help="Weight of the rigidity prior (distortion of small tetrahedra around the voxels), with "
@@ -73,24 +74,24 @@ class ProtCryoFlexCryoTrans(CryoFlexProtocol):
                       label="L2 refinement iterations",
                       help="A final stage minimising the squared difference to the target on the full grid; "
                            "useful for targets of resolution close to f0's (e.g. 400 for a 3 A target).")
-        form.addParam("width", params.IntParam, default=100, expertLevel=params.LEVEL_ADVANCED,
-                      validators=[params.GT(0)], label="MLP width")
+        form.addParam("width", params.IntParam, default=100,
+                      expertLevel=params.LEVEL_ADVANCED, validators=[params.GT(0)], label="MLP width")
         form.addParam("steps", params.IntParam, default=10, validators=[params.GE(1)],
                       label="Euler steps (frames - 1)", help="Steps of the ODE integration: the trajectory has "
                                                              "this many + 1 maps.")
-        form.addParam("eps", params.FloatParam, default=1e-4, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("eps", params.FloatParam, default=1e-4,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Sinkhorn epsilon", help="Entropic parameter in units of the box length squared.")
-        form.addParam("sinkhornIters", params.IntParam, default=5, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("sinkhornIters", params.IntParam, default=5,
+                      expertLevel=params.LEVEL_ADVANCED,
                       validators=[params.GE(1)], label="Sinkhorn iterations per step")
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.trainStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.trainStep, self.createOutputStep)
 
     # -- steps ---------------------------------------------------------------------
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         volume_to_mrc(self.inputVolume0.get(), self._enginePath(MAP0))
         volume_to_mrc(self.inputVolume1.get(), self._enginePath(MAP1))
         for i, pointer in enumerate(self.inputMasks):
@@ -103,7 +104,7 @@ class ProtCryoFlexCryoTrans(CryoFlexProtocol):
                 "-o", self._enginePath(), "--iterations", self.iterations.get(), "--lr", self.learningRate.get(),
                 "--rigidity", self.rigidity.get(), "--l2-iterations", self.l2Iterations.get(),
                 "--width", self.width.get(), "--steps", self.steps.get(), "--eps", self.eps.get(),
-                "--sinkhorn-iters", self.sinkhornIters.get()]
+                "--sinkhorn-iters", self.sinkhornIters.get(), "--overwrite"]
         if self.threshold0.get() != -1:
             args += ["--threshold0", self.threshold0.get()]
         if self.threshold1.get() != -1:
@@ -121,11 +122,12 @@ class ProtCryoFlexCryoTrans(CryoFlexProtocol):
             args += ["--reference-model", self._enginePath(REFERENCE_NPZ)]
         return args
 
-    def trainStep(self):
-        # The engine resumes from extra/engine/checkpoint.pt when the settings match (Scipion continue mode).
+    def trainStep(self, *formValues):
+        # The engine resumes from extra/engine/checkpoint.pt when the maps and settings match (Scipion continue
+        # mode); with --overwrite (this run's folder belongs to it) it restarts cleanly when they changed.
         self.runEngine(self._trainArgs())
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         generated = volume_from_mrc(self._enginePath(OUT.GENERATED))
         generated.setObjComment("CryoTRANS: f0 transported onto f1")
         frames = self._createSetOfVolumes("trajectory")

@@ -71,33 +71,32 @@ class ProtCryoFlexDeepHEMNMATrain(CryoFlexProtocol):
                       label="Mahalanobis threshold", help="Particles whose amplitudes lie further are left out "
                                                           "of training (0: keep all).")
         form.addParam("augment", params.BooleanParam, default=True, label="In-plane rotation augmentation?")
-        form.addParam("learningRate", params.FloatParam, default=1e-3, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("learningRate", params.FloatParam, default=1e-3,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Peak learning rate (Adam)")
         self._addBatchParam(form, default=256)
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.trainStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.trainStep, self.createOutputStep)
 
     # -- steps ---------------------------------------------------------------------
     def _groundTruth(self):
         return self.labelSource.get() == 1
 
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         parts = self.inputParticles.get()
         write_particles_star(parts, self._enginePath(INPUT_STAR), use_alignment=False)
         nma_labels_to_npz(parts, self._enginePath(LABELS_NPZ), ground_truth=self._groundTruth(),
                           mode_numbers=parse_mode_list(self.modeList.get()) if self._groundTruth() else None)
 
-    def trainStep(self):
+    def trainStep(self, *formValues):
         args = ["train", "--particles", self._enginePath(INPUT_STAR),
                 "--labels-npz", self._enginePath(LABELS_NPZ), "-o", self._enginePath(),
                 "--size", self.workingSize.get(), "--arch", self.getEnumText("architecture"),
                 "--epochs", self.epochs.get(), "--val-fraction", self.valFraction.get(),
                 "--outlier-threshold", self.outlierThreshold.get(), "--lr", self.learningRate.get(),
-                "--batch-size", self.batchSize.get(), "--reference", self._reference()]
+                "--batch-size", self.batchSize.get(), "--reference", self._reference(), "--overwrite"]
         if self.modeList.get().strip() and not self._groundTruth():
             args += ["--modes-list", self.modeList.get().replace(" ", "")]
         if self.timeLimit.get() > 0:
@@ -115,7 +114,7 @@ class ProtCryoFlexDeepHEMNMATrain(CryoFlexProtocol):
         info = parts.getFlexInfo()
         return "modes %s of %s" % (info.getAttr("modesFile"), info.getAttr("refStruct"))
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         from ..engine.deephemnma.model_file import model_metadata
         path = self._enginePath(OUT.MODEL)
         meta = model_metadata(path)
@@ -211,11 +210,9 @@ class ProtCryoFlexDeepHEMNMAPredict(CryoFlexProtocol):
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.predictStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.predictStep, self.createOutputStep)
 
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         write_particles_star(self.inputParticles.get(), self._enginePath(INPUT_STAR), use_alignment=False)
         if self._pointerIsSet(self.mergeWith):
             merge = self.mergeWith.get()
@@ -225,7 +222,7 @@ class ProtCryoFlexDeepHEMNMAPredict(CryoFlexProtocol):
                 table.set_amplitudes(labels["amplitudes"], numbers)
             table.to_star(self._enginePath(MERGE_STAR))
 
-    def predictStep(self):
+    def predictStep(self, *formValues):
         args = ["predict", "--model", self.inputModel.get().getFileName(),
                 "--particles", self._enginePath(INPUT_STAR), "-o", self._enginePath(),
                 "--batch-size", self.batchSize.get()]
@@ -235,11 +232,11 @@ class ProtCryoFlexDeepHEMNMAPredict(CryoFlexProtocol):
             args += ["--merge-with", self._enginePath(MERGE_STAR)]
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         model = self.inputModel.get()
         with np.load(self._enginePath(OUT.RESULTS)) as r:
             res = {k: r[k] for k in r.files}
-        flex = SetOfParticlesFlex(filename=self._getPath("particles_flex.sqlite"), progName=FLEX_NMA)
+        flex = SetOfParticlesFlex(filename=self._newSetPath("particles_flex.sqlite"), progName=FLEX_NMA)
         fill_flex_particles(flex, self.inputParticles.get(), res["euler"], res["origin_A"], res["amplitudes"], None)
         set_nma_flex_info(flex, model.getModeNumbers(), *model.getReference())
         self._defineOutputs(outputParticles=flex)

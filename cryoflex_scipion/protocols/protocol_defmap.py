@@ -76,7 +76,8 @@ class ProtCryoFlexDefmapPredict(CryoFlexProtocol):
                            "No: choose a model from 'defmap train'.")
         form.addParam("inputModel", params.PointerParam, pointerClass="DefmapModel", allowsNull=True,
                       condition="not useDefaultModel", label="Trained model")
-        form.addParam("resolution", params.FloatParam, default=5.0, label="Model resolution (A)",
+        form.addParam("resolution", params.FloatParam, default=5.0,
+                      validators=[params.Positive], label="Model resolution (A)",
                       help="The map is low-passed to this resolution before prediction; it must be the "
                            "resolution the model was trained at (5 A for the shipped model).")
         form.addParam("threshold", params.FloatParam, default=1.0, label="Threshold (standard deviations)",
@@ -92,20 +93,18 @@ class ProtCryoFlexDefmapPredict(CryoFlexProtocol):
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.predictStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.predictStep, self.createOutputStep)
 
     # -- steps ---------------------------------------------------------------------
     def _modelFile(self):
         return _default_model() if self.useDefaultModel.get() else self.inputModel.get().getFileName()
 
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         volume_to_mrc(self.inputVolume.get(), self._enginePath(INPUT_MAP), require_cubic=False)
         if self._pointerIsSet(self.inputStructure):
             atomstruct_to_npz(self.inputStructure.get(), self._enginePath(INPUT_MODEL_NPZ), HEAVY_PROTEIN)
 
-    def predictStep(self):
+    def predictStep(self, *formValues):
         args = ["predict", "--map", self._enginePath(INPUT_MAP), "--model", self._modelFile(),
                 "--resolution", self.resolution.get(), "-o", self._enginePath(),
                 "--atom-lookup", self.getEnumText("atomLookup"), "--batch-size", self.batchSize.get()]
@@ -117,7 +116,7 @@ class ProtCryoFlexDefmapPredict(CryoFlexProtocol):
             args += ["--atoms", self._enginePath(INPUT_MODEL_NPZ)]
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         from ..convert import volume_from_mrc
         volume = volume_from_mrc(self._enginePath(OUT.MAP))
         volume.setObjComment("DEFMap: predicted log10 RMSF (A), 0 outside the predicted voxels")
@@ -233,19 +232,20 @@ class ProtCryoFlexDefmapTrain(CryoFlexProtocol):
         form.addParam("patience", params.IntParam, default=10, validators=[params.GT(0)],
                       label="Early-stopping patience", help="Epochs without a better validation loss before "
                                                             "stopping.")
-        form.addParam("samplesPerEpoch", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("samplesPerEpoch", params.IntParam, default=0,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
                       label="Samples per epoch", help="0: every training voxel once per epoch.")
-        form.addParam("valFraction", params.FloatParam, default=0.1, label="Validation fraction",
+        form.addParam("valFraction", params.FloatParam, default=0.1,
+                      label="Validation fraction",
                       validators=[params.Range(0.01, 0.5)])
-        form.addParam("learningRate", params.FloatParam, default=5e-5, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("learningRate", params.FloatParam, default=5e-5,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Learning rate (Adam)")
         self._addBatchParam(form, default=128)
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.trainStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.trainStep, self.createOutputStep)
 
     def _resolution(self):
         return RESOLUTIONS[self.resolution.get()]
@@ -254,7 +254,7 @@ class ProtCryoFlexDefmapTrain(CryoFlexProtocol):
         return range(len(self.inputStructures))
 
     # -- steps ---------------------------------------------------------------------
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         from ..convert import trajectory_to_frames
         files = self.trajectories.get().split() if self.labelSource.get() == 1 else []
         for i, pointer in zip(self._pairs(), self.inputStructures):
@@ -269,12 +269,12 @@ class ProtCryoFlexDefmapTrain(CryoFlexProtocol):
                 self.runEngine(["simulate-training-map", "--atoms", npz, "--resolution", self._resolution(),
                                 "-o", self._enginePath(training_map(i))], deviceArgs=False)
 
-    def trainStep(self):
+    def trainStep(self, *formValues):
         # The engine resumes from extra/engine/checkpoint.pt (continue mode); the checkpoint is kept
         # until the model file is written.
         args = ["train", "--resolution", self._resolution(), "-o", self._enginePath(), "--epochs", self.epochs.get(),
                 "--patience", self.patience.get(), "--val-fraction", self.valFraction.get(),
-                "--lr", self.learningRate.get(), "--batch-size", self.batchSize.get()]
+                "--lr", self.learningRate.get(), "--batch-size", self.batchSize.get(), "--overwrite"]
         if self.samplesPerEpoch.get() > 0:
             args += ["--samples-per-epoch", self.samplesPerEpoch.get()]
         for i in self._pairs():
@@ -284,7 +284,7 @@ class ProtCryoFlexDefmapTrain(CryoFlexProtocol):
             args += ["--pair"] + pair
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         from ..engine.defmap.model_file import model_metadata
         path = self._enginePath(OUT.MODEL)
         model = DefmapModel(filename=path)

@@ -57,15 +57,20 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
         form.addParam("useInputAlignment", params.EnumParam, default=0,
                       choices=["global search only", "input alignment as one more start", "refine input alignment only"],
                       label="Input alignment", help="How an existing projection alignment of the particles is used.")
-        form.addParam("starts", params.IntParam, default=3, expertLevel=params.LEVEL_ADVANCED, label="Starts",
+        form.addParam("starts", params.IntParam, default=3,
+                      validators=[params.GE(1)], expertLevel=params.LEVEL_ADVANCED, label="Starts",
                       help="Distinct orientations from the global search refined per particle.")
-        form.addParam("searchLevels", params.IntParam, default=3, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("searchLevels", params.IntParam, default=3,
+                      validators=[params.GE(1)], expertLevel=params.LEVEL_ADVANCED,
                       label="Amplitude levels in the search", help="Deformations tried per mode in the global search.")
-        form.addParam("coarseIterations", params.IntParam, default=10, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("coarseIterations", params.IntParam, default=10,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
                       label="Coarse iterations")
-        form.addParam("fineIterations", params.IntParam, default=8, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("fineIterations", params.IntParam, default=8,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
                       label="Fine iterations")
-        form.addParam("atomSigma", params.FloatParam, default=1.0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("atomSigma", params.FloatParam, default=1.0,
+                      validators=[params.Positive], expertLevel=params.LEVEL_ADVANCED,
                       label="Atom width (A)", help="Gaussian width of the reference atoms.")
         form.addSection(label="Outliers")
         form.addParam("outlierThreshold", params.FloatParam, default=3.2, validators=[params.GE(0)],
@@ -76,14 +81,12 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.alignStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.alignStep, self.createOutputStep)
 
     def _modeNumbers(self):
         return parse_mode_list(self.modeList.get())
 
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         write_particles_star(self.inputParticles.get(), self._enginePath(INPUT_STAR),
                              use_alignment=self.useInputAlignment.get() > 0, use_ctf=self.ctfMode.get() < 2)
         modes = self.inputModes.get()
@@ -95,14 +98,15 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
             raise ValueError("the modes have %d atoms but their reference structure has %d"
                              % (vectors.shape[1], len(model)))
 
-    def alignStep(self):
+    def alignStep(self, *formValues):
         args = ["--particles", self._enginePath(INPUT_STAR), "--atoms", self._enginePath(REFERENCE_NPZ),
                 "--modes", self._enginePath(MODES_NPY), "-o", self._enginePath(), "--ctf-mode", CTF_ARGS[self.ctfMode.get()],
                 "--size", self.workingSize.get(), "--angular-step", self.angularStep.get(),
                 "--max-shift", self.maxShift.get(), "--starts", self.starts.get(),
                 "--search-levels", self.searchLevels.get(), "--coarse-iterations", self.coarseIterations.get(),
                 "--fine-iterations", self.fineIterations.get(), "--sigma", self.atomSigma.get(),
-                "--outlier-threshold", self.outlierThreshold.get(), "--batch-size", self.batchSize.get()]
+                "--outlier-threshold", self.outlierThreshold.get(), "--batch-size", self.batchSize.get(),
+                "--overwrite"]  # the run's folder is its own: resume the same job, restart cleanly after an edit
         if self.amplitudeBound.get() > 0:
             args += ["--amplitude-bound", self.amplitudeBound.get()]
         if self.useInputAlignment.get() == 1:
@@ -113,20 +117,20 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
             args += ["--gpus", "all"]  # one worker per GPU given to this run (also through a queue)
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         parts = self.inputParticles.get()
         with np.load(self._enginePath(OUT.RESULTS)) as r:
             res = {k: r[k] for k in r.files}
         numbers = np.load(self._enginePath(MODE_NUMBERS_NPY))
         reference = os.path.abspath(self.inputModes.get().getPdb().getFileName())
-        flex = SetOfParticlesFlex(filename=self._getPath("particles_flex.sqlite"), progName=FLEX_NMA)
+        flex = SetOfParticlesFlex(filename=self._newSetPath("particles_flex.sqlite"), progName=FLEX_NMA)
         fill_flex_particles(flex, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
                             res["mahalanobis"])
         n_atoms = np.load(self._enginePath(MODES_NPY), mmap_mode="r").shape[1]
         set_nma_flex_info(flex, numbers, os.path.abspath(self._enginePath(MODES_NPY)), reference, n_atoms)
         outputs = {"outputParticles": flex}
         if self.outputKept.get() and self.outlierThreshold.get() > 0:
-            kept = SetOfParticlesFlex(filename=self._getPath("particles_flex_kept.sqlite"), progName=FLEX_NMA)
+            kept = SetOfParticlesFlex(filename=self._newSetPath("particles_flex_kept.sqlite"), progName=FLEX_NMA)
             fill_flex_particles(kept, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
                                 res["mahalanobis"], keep=~res["outlier"])
             set_nma_flex_info(kept, numbers, os.path.abspath(self._enginePath(MODES_NPY)), reference, n_atoms)
@@ -146,17 +150,10 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
         pdb = modes.getPdb()
         if pdb is None or not os.path.exists(pdb.getFileName() or ""):
             return errors + ["The normal modes have no reference structure file."]
-        try:
-            numbers = self._modeNumbers()
-        except ValueError:
-            return errors + ["Modes to use: write ranges like '7-9, 12'."]
-        available = [m.getObjId() for m in modes.iterItems(orderBy="id")]
-        if numbers is not None:
-            missing = [n for n in numbers if n not in available]
-            if missing:
-                errors.append("Modes %s are not in the set (it has modes %d-%d)." % (missing, min(available),
-                                                                                       max(available)))
-        else:
+        mode_errors = self._modeListErrors(modes, self.modeList.get())
+        if mode_errors:
+            return errors + mode_errors
+        if self._modeNumbers() is None:
             enabled = [m.getObjId() for m in modes.iterItems(orderBy="id") if m.isEnabled()]
             if not enabled:
                 errors.append("No mode of the set is enabled: give the modes to use.")

@@ -60,7 +60,7 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
         form.addParam("ranges", params.TextParam, default="1:-900:-100", condition="grouping == 2",
                       label="Ranges", help="One group per line: axis:min:max conditions separated by commas, "
                                            "e.g. '1:-900:-100' or '1:0:500, 2:-50:50'.")
-        form.addParam("minSize", params.IntParam, default=900, condition="grouping == 3",
+        form.addParam("minSize", params.IntParam, default=900, validators=[params.GE(1)], condition="grouping == 3",
                       label="Particles per group (at least)")
         form.addParam("coreFraction", params.FloatParam, default=1.0, validators=[params.Range(0.05, 1)],
                       condition="grouping in (0, 1)", label="Core fraction",
@@ -75,14 +75,12 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.landscapeStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.landscapeStep, self.createOutputStep)
 
     def _isNma(self):
         return self.inputParticles.get().getFlexInfo().getProgName() == FLEX_NMA
 
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         parts = self.inputParticles.get()
         np.save(self._enginePath(FEATURES_NPY), read_latents(parts))  # any method's zFlex, id order
         if self.reconstruct.get():
@@ -93,7 +91,7 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
             np.save(self._enginePath(MODES_NPY), vectors)
             atomstruct_to_npz(self.inputModes.get().getPdb(), self._enginePath(REFERENCE_NPZ), "all")
 
-    def landscapeStep(self):
+    def landscapeStep(self, *formValues):
         args = ["--features", self._enginePath(FEATURES_NPY), "-o", self._enginePath(),
                 "--method", ["pca", "umap"][self.method.get()], "--dims", self.dims.get(),
                 "--grouping", GROUPING_ARGS[self.grouping.get()], "--k", self.k.get(),
@@ -111,12 +109,12 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
             args += ["--atoms", self._enginePath(REFERENCE_NPZ), "--modes", self._enginePath(MODES_NPY)]
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         parts = self.inputParticles.get()
         prog = parts.getFlexInfo().getProgName()
         result = np.load(self._enginePath(OUT.LANDSCAPE))
         reduced, groups = result["reduced"], result["groups"]
-        flex = SetOfParticlesFlex(filename=self._getPath("particles_landscape.sqlite"), progName=prog)
+        flex = SetOfParticlesFlex(filename=self._newSetPath("particles_landscape.sqlite"), progName=prog)
         flex.copyInfo(parts)
         for i, particle in enumerate(parts.iterItems(orderBy="id")):
             item = particle.clone()
@@ -156,7 +154,7 @@ class ProtCryoFlexLandscape(CryoFlexProtocol):
             names = next(iter(rows.values())).dtype.names
             mean_cols = [c for c in names if c.startswith("mean_")]
             centre_cols = [c for c in names if c.startswith("centre_")]
-            classes = SetOfClassesFlex(filename=self._getPath("classes_flex.sqlite"))
+            classes = SetOfClassesFlex(filename=self._newSetPath("classes_flex.sqlite"))
             classes.setImages(flex)
 
             def update_item(item, _row=None):  # classifyItems passes an (unused) data row

@@ -40,10 +40,9 @@ class ProtCryoFlexModelToMap(CryoFlexProtocol):
                       help="ProDy selection of the atoms to use.")
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.simulateStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.simulateStep, self.createOutputStep)
 
-    def simulateStep(self):
+    def simulateStep(self, *formValues):
         args = [self.inputStructure.get().getFileName(), "-o", self._enginePath(MODEL_MAP),
                 "--selection", self.selection.get()]
         if self.useReferenceGrid.get():
@@ -55,7 +54,7 @@ class ProtCryoFlexModelToMap(CryoFlexProtocol):
             args += ["--resolution", self.resolution.get()]
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         vol = volume_from_mrc(self._enginePath(MODEL_MAP))
         self._defineOutputs(outputVolume=vol)
         self._defineSourceRelation(self.inputStructure, vol)

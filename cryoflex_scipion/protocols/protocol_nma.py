@@ -45,10 +45,12 @@ class ProtCryoFlexNMA(CryoFlexProtocol):
                       condition="networkModel == %d" % MODEL_RTB, label="Residues per block")
         form.addParam("cutoffMode", params.EnumParam, default=CUTOFF_ABS, choices=["absolute", "relative"],
                       display=params.EnumParam.DISPLAY_HLIST, label="Cutoff")
-        form.addParam("cutoff", params.FloatParam, default=15.0, condition="cutoffMode == %d" % CUTOFF_ABS,
+        form.addParam("cutoff", params.FloatParam, default=15.0,
+                      condition="cutoffMode == %d" % CUTOFF_ABS,
                       validators=[params.GT(0)], label="Cutoff distance (A)",
                       help="15 A for C-alpha networks; 8-10 A is usual for all heavy atoms.")
-        form.addParam("cutoffPercentile", params.FloatParam, default=95.0, condition="cutoffMode == %d" % CUTOFF_REL,
+        form.addParam("cutoffPercentile", params.FloatParam, default=95.0,
+                      condition="cutoffMode == %d" % CUTOFF_REL,
                       validators=[params.Range(1, 100)], label="Percentile (%)",
                       help="Cutoff = this percentile of the distances from each atom to its 3 nearest neighbours "
                            "(ContinuousFlex's relative cutoff).")
@@ -57,12 +59,12 @@ class ProtCryoFlexNMA(CryoFlexProtocol):
                       label="Number of modes", help="Including the 6 rigid-body modes (kept in the set, disabled).")
         form.addParam("collectivityThreshold", params.FloatParam, default=0.15, validators=[params.Range(0, 1)],
                       label="Collectivity threshold", help="Modes less collective than this are disabled.")
-        form.addParam("animationRmsd", params.FloatParam, default=2.0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("animationRmsd", params.FloatParam, default=2.0,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
                       label="Animation RMSD (A)", help="RMS displacement at the ends of the mode animations.")
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.nmaStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.nmaStep, self.createOutputStep)
 
     def _selection(self):
         struct = self.inputStructure.get()
@@ -71,7 +73,7 @@ class ProtCryoFlexNMA(CryoFlexProtocol):
         idx = self.atomSelection.get()
         return PRODY_SELECTIONS[idx] or self.customSelection.get()
 
-    def nmaStep(self):
+    def nmaStep(self, *formValues):
         args = ["--atoms", os.path.abspath(self.inputStructure.get().getFileName()), "--selection", self._selection(),
                 "-o", self._enginePath(), "--model", "RTB" if self.networkModel.get() == MODEL_RTB else "ANM",
                 "--block-size", self.blockSize.get(), "--gamma", self.gamma.get(), "-n", self.numberOfModes.get(),
@@ -83,7 +85,7 @@ class ProtCryoFlexNMA(CryoFlexProtocol):
             args += ["--cutoff", self.cutoff.get()]
         self.runEngine(args)  # no GPU parameters: NMA is sparse linear algebra on the CPU
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         table = np.genfromtxt(self._enginePath(OUT.MODES_TABLE), delimiter=",", names=True)
         vectors = np.load(self._enginePath(OUT.MODES))
         structure = AtomStruct(filename=self._enginePath(OUT.ATOMS),
@@ -173,19 +175,18 @@ class ProtCryoFlexVolumeToPseudoatoms(CryoFlexProtocol):
                       label="Gaussian width (A)", help="Standard deviation of each pseudoatom; 0: 0.75 voxel.")
         form.addParam("resolution", params.FloatParam, default=0.0, validators=[params.GE(0)],
                       label="Map resolution (A)", help="For the reported correlation; 0: Nyquist.")
-        form.addParam("refineSteps", params.IntParam, default=150, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("refineSteps", params.IntParam, default=150,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
                       label="Refinement iterations")
         self._addGpuParams(form, default=False)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertStep)
-        self._insertFunctionStep(self.fitStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertStep, self.fitStep, self.createOutputStep)
 
-    def convertStep(self):
+    def convertStep(self, *formValues):
         volume_to_mrc(self.inputVolume.get(), self._enginePath(PSEUDO_INPUT_MAP))
 
-    def fitStep(self):
+    def fitStep(self, *formValues):
         args = ["--map", self._enginePath(PSEUDO_INPUT_MAP), "-o", self._enginePath(),
                 "--refine-steps", self.refineSteps.get()]
         if not self.useAutoThreshold.get():
@@ -196,7 +197,7 @@ class ProtCryoFlexVolumeToPseudoatoms(CryoFlexProtocol):
                 args += [flag, param.get()]
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         structure = AtomStruct(filename=self._enginePath(OUT.PSEUDO_PDB), pseudoatoms=True)
         structure.setVolume(self.inputVolume.get())
         pmap = volume_from_mrc(self._enginePath(OUT.PSEUDO_MAP))

@@ -39,7 +39,8 @@ class ProtCryoFlexReconstruct(CryoFlexProtocol):
                       label="Wiener term",
                       help="'fsc': per-shell Wiener term from the half-map FSC; or a constant relative to the "
                            "mean weight (e.g. 0.01).")
-        form.addParam("padding", params.FloatParam, default=2.0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("padding", params.FloatParam, default=2.0,
+                      expertLevel=params.LEVEL_ADVANCED,
                       validators=[params.GE(1)], label="Padding factor")
         form.addParam("halfSplit", params.EnumParam, default=0, choices=HALVES, expertLevel=params.LEVEL_ADVANCED,
                       label="Half-set split", help="auto: rlnRandomSubset when the particles carry it, else random.")
@@ -47,17 +48,15 @@ class ProtCryoFlexReconstruct(CryoFlexProtocol):
         self._addGpuParams(form)
 
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.reconstructStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.reconstructStep, self.createOutputStep)
 
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         write_particles_star(self.inputParticles.get(), self._enginePath(PARTICLES_STAR),
                              use_ctf=not self.ignoreCtf.get())
         if self._pointerIsSet(self.referenceVolume):
             volume_to_mrc(self.referenceVolume.get(), self._enginePath(REFERENCE_MAP))
 
-    def reconstructStep(self):
+    def reconstructStep(self, *formValues):
         parts = self.inputParticles.get()
         size = self.workingSize.get() or parts.getXDim()
         origin = -(size // 2) * parts.getSamplingRate() * parts.getXDim() / size
@@ -72,7 +71,7 @@ class ProtCryoFlexReconstruct(CryoFlexProtocol):
             args += ["--reference", self._enginePath(REFERENCE_MAP)]
         self.runEngine(args)
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         volume = volume_from_mrc(self._enginePath(OUT.MAP), half_maps=[self._enginePath(h) for h in OUT.HALF_MAPS])
         data = np.genfromtxt(self._enginePath(OUT.FSC), delimiter=",", names=True)
         fsc = FSC(objLabel="half-maps")

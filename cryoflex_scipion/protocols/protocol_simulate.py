@@ -77,39 +77,40 @@ class ProtCryoFlexSimulateParticles(CryoFlexProtocol):
         form.addParam("addNoise", params.BooleanParam, default=True, label="Add noise?")
         form.addParam("snr", params.FloatParam, default=0.1, condition="addNoise", validators=[params.GT(0)],
                       label="SNR", help="Variance of the clean (CTF-modulated) image over the variance of the noise.")
-        form.addParam("noiseBeforeCtf", params.FloatParam, default=0.5, condition="addNoise",
+        form.addParam("noiseBeforeCtf", params.FloatParam, default=0.5,
+                      condition="addNoise",
                       expertLevel=params.LEVEL_ADVANCED, validators=[params.Range(0, 1)],
                       label="Noise fraction before CTF",
                       help="Part of the noise variance added before the CTF (structural noise, Sorzano et al. 2007).")
-        form.addParam("atomSigma", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("atomSigma", params.FloatParam, default=0.0,
+                      validators=[params.GE(0)], expertLevel=params.LEVEL_ADVANCED,
                       label="Atom width (A)", help="Gaussian std of each atom; 0 = one pixel.")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
 
         form.addSection(label="CTF")
         form.addParam("applyCtf", params.BooleanParam, default=True, label="Apply CTF?")
         line = form.addLine("Defocus range (A)", condition="applyCtf")
-        line.addParam("defocusMin", params.FloatParam, default=10000.0, label="min")
-        line.addParam("defocusMax", params.FloatParam, default=25000.0, label="max")
-        form.addParam("astigmatism", params.FloatParam, default=0.0, condition="applyCtf",
+        line.addParam("defocusMin", params.FloatParam, default=10000.0, validators=[params.GE(0)], label="min")
+        line.addParam("defocusMax", params.FloatParam, default=25000.0, validators=[params.GE(0)], label="max")
+        form.addParam("astigmatism", params.FloatParam, default=0.0, validators=[params.GE(0)], condition="applyCtf",
                       expertLevel=params.LEVEL_ADVANCED, label="Max astigmatism (A)")
-        form.addParam("voltage", params.FloatParam, default=300.0, label="Voltage (kV)")
-        form.addParam("sphericalAberration", params.FloatParam, default=2.7, label="Cs (mm)")
-        form.addParam("amplitudeContrast", params.FloatParam, default=0.1, label="Amplitude contrast")
+        form.addParam("voltage", params.FloatParam, default=300.0, validators=[params.Positive], label="Voltage (kV)")
+        form.addParam("sphericalAberration", params.FloatParam, default=2.7, validators=[params.GE(0)], label="Cs (mm)")
+        form.addParam("amplitudeContrast", params.FloatParam, default=0.1,
+                      validators=[params.Range(0, 0.99)], label="Amplitude contrast")
         self._addBatchParam(form, default=128)
         self._addGpuParams(form)
 
     # -- steps ------------------------------------------------------------------
     def _insertAllSteps(self):
-        self._insertFunctionStep(self.convertInputStep)
-        self._insertFunctionStep(self.simulateStep)
-        self._insertFunctionStep(self.createOutputStep)
+        self._insertFormSteps(self.convertInputStep, self.simulateStep, self.createOutputStep)
 
     def _modelStructure(self):
         if self.conformations.get() == CONF_MODES:
             return self.inputModes.get().getPdb()
         return self.inputStructure.get()
 
-    def convertInputStep(self):
+    def convertInputStep(self, *formValues):
         os.makedirs(self._enginePath(), exist_ok=True)
         selection = "all" if self.conformations.get() == CONF_MODES else self.atomSelection.get()
         model = atomstruct_to_npz(self._modelStructure(), self._enginePath(MODEL_NPZ), selection)
@@ -146,10 +147,10 @@ class ProtCryoFlexSimulateParticles(CryoFlexProtocol):
             args += ["--frames", self._enginePath(FRAMES_NPY)]
         return args
 
-    def simulateStep(self):
+    def simulateStep(self, *formValues):
         self.runEngine(self._engineArgs())
 
-    def createOutputStep(self):
+    def createOutputStep(self, *formValues):
         table = read_particles(self._enginePath(OUT.STAR))
         truth = np.genfromtxt(self._enginePath(OUT.GROUND_TRUTH), delimiter=",", names=True)
         amp_cols = [c for c in truth.dtype.names if c.startswith("amplitude_")]
@@ -194,10 +195,7 @@ class ProtCryoFlexSimulateParticles(CryoFlexProtocol):
                         errors.append("Amplitudes: give one or more non-negative numbers.")
                 except (ValueError, AttributeError):
                     errors.append("Amplitudes: give numbers separated by commas.")
-                try:
-                    parse_mode_list(self.modeList.get())
-                except ValueError:
-                    errors.append("Modes to use: write ranges like '7-9, 12'.")
+                errors += self._modeListErrors(self.inputModes.get(), self.modeList.get())
         elif not self._pointerIsSet(self.inputStructure):
             errors.append("Select the atomic structure.")
         if conf == CONF_STRUCTURES and not self._pointerIsSet(self.inputStructures):

@@ -196,6 +196,18 @@ def test_elastic_alignment_protocol_recovers_ground_truth(project):
     assert s["n_particles"] == 16 and "Mean cost" in align.summary()[1]
     assert align.outputParticlesKept.getSize() == 16 - s["outliers"]
 
+    # Continue after editing the mode list: the work is redone with the new modes, not the old outputs kept
+    from pyworkflow.protocol.constants import MODE_RESUME
+    align.modeList.set("7-8")
+    align.runMode.set(MODE_RESUME)
+    launch(project, align)
+    align = project.getProtocol(align.getObjId())  # outputs as the rerun registered them
+    out = align.outputParticles
+    assert out.getSize() == 16 and out.getFlexInfo().getAttr("modeNumbers") == "7,8"
+    assert [len(p.getZFlex()) for p in out.iterItems()] == [2] * 16, [list(p.getZFlex()) for p in out.iterItems()][:3]
+    s = align.readEngineSummary()
+    assert s["modes"] == [1, 2] and s["resumed_batches"] == 0  # the engine numbers the modes of its file
+
 
 def test_elastic_alignment_validation(project, data_path):
     from pwem.protocols import ProtImportParticles
@@ -208,11 +220,27 @@ def test_elastic_alignment_validation(project, data_path):
     prot.inputModes.set(nma.outputModes)
     errors = prot.validate()
     assert any("CTF information is required" in e for e in errors)
-    assert any("Modes [11, 12] are not in the set" in e for e in errors)
+    assert any("asks for modes 11-12, but the set has 10" in e for e in errors)
     prot = project.newProtocol(ProtCryoFlexElasticAlign, ctfMode=2, modeList="7-8", useInputAlignment=2)
     prot.inputParticles.set(imp.outputParticles)
     prot.inputModes.set(nma.outputModes)
     assert any("projection alignment" in e for e in prot.validate())
+    # the engine's malformed-input classes, refused by the form before anything runs
+    from cryoflex_scipion.protocols import ProtCryoFlexSimulateParticles
+    for settings, message in (({"modeList": "9-7"}, "reversed"), ({"modeList": "abc"}, "use numbers and ranges"),
+                              ({"modeList": "1-6"}, "rigid-body"), ({"modeList": "7-99"}, "asks for modes 11-99"),
+                              ({"modeList": "7,7"}, "twice"), ({"modeList": "7-9", "batchSize": 0}, "Batch size"),
+                              ({"modeList": "7-9", "starts": 0}, "Starts"),
+                              ({"modeList": "7-9", "atomSigma": -1.0}, "Atom width")):
+        prot = project.newProtocol(ProtCryoFlexElasticAlign, ctfMode=2, **settings)
+        prot.inputParticles.set(imp.outputParticles)
+        prot.inputModes.set(nma.outputModes)
+        errors = prot.validate()
+        assert any(message.lower() in e.lower() for e in errors), (settings, errors)
+    sim = project.newProtocol(ProtCryoFlexSimulateParticles, conformations=1, modeList="7-99", amplitudes="100")
+    sim.inputModes.set(nma.outputModes)
+    assert any("asks for modes 11-99, but the set has 10" in e for e in sim.validate())
+    assert len([e for e in sim.validate() if "11-99" in e][0]) < 120  # no list of 89 numbers
 
 
 def test_landscape_protocol(project):
