@@ -45,7 +45,9 @@ def add_args(p):
     p.add_argument("--max-shift", type=float, default=5.0, help="global search shift range in A")
     p.add_argument("--starts", type=int, default=3, help="orientations refined per particle (default: 3)")
     p.add_argument("--search-levels", type=int, default=3,
-                   help="amplitude values per mode tried in the global search (default: 3)")
+                   help="amplitude values per mode tried in the global search (default: 3; an even number gets one "
+                        "more, so that the undeformed reference is among them; beyond 81 combinations, each mode "
+                        "alone)")
     p.add_argument("--coarse-iterations", type=int, default=10)
     p.add_argument("--screen-iterations", type=int, default=3,
                    help="coarse iterations given to every start before only the best continues (default: 3)")
