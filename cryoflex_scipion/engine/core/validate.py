@@ -35,12 +35,13 @@ _POSITIVE = _rule(lambda v: v > 0, "must be positive")
 _FRACTION = _rule(lambda v: 0 <= v <= 1, "must be between 0 and 1")
 _BELOW_1 = _rule(lambda v: 0 <= v < 1, "must be at least 0 and below 1")
 _AT_LEAST_8 = _rule(lambda v: v >= 8, "must be at least 8 pixels")
+_ZERO_OR_AT_LEAST_8 = _rule(lambda v: v == 0 or v >= 8, "must be 0 (the default or none) or at least 8 pixels")
 
 # option (argparse dest) -> (test, what the value must be).  A None value (an unset optional) is not
 # checked; every number must also be finite.
 OPTION_RULES = {
     "batch_size": _AT_LEAST_1, "n_particles": _AT_LEAST_1, "particles_per_frame": _AT_LEAST_1,
-    "box": _AT_LEAST_8, "size": _AT_LEAST_8, "search_size": _AT_LEAST_8, "coarse_size": _AT_LEAST_8,
+    "box": _AT_LEAST_8, "size": _AT_LEAST_8, "search_size": _ZERO_OR_AT_LEAST_8, "coarse_size": _ZERO_OR_AT_LEAST_8,
     "apix": _POSITIVE, "snr": _POSITIVE, "voltage": _POSITIVE, "cs": _AT_LEAST_0, "sigma": _POSITIVE,
     "amplitude_contrast": _BELOW_1, "noise_before_ctf": _FRACTION, "max_shift": _AT_LEAST_0,
     "defocus_min": _AT_LEAST_0, "defocus_max": _AT_LEAST_0, "astigmatism": _AT_LEAST_0,
@@ -195,8 +196,9 @@ def check_particles(table, path, need_poses=False, use_ctf=True):
                 ok = np.isfinite(values) & test(values)
             if not ok.all():
                 first = int(np.argmin(ok))
+                bad = int((~ok).sum())
                 raise EngineInputError("%s: the %s of %d particle%s is %g (first: particle %d); it must be %s"
-                                       % (path, label, int((~ok).sum()), "s" * ((~ok).sum() > 1),
+                                       % (path, label, bad, "s" * (bad > 1),
                                           values[first], first + 1, must))
 
 
