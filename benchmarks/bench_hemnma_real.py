@@ -35,20 +35,10 @@ from cryoflex_scipion.engine.hemnma.align import AlignmentSettings, ElasticAlign
 from cryoflex_scipion.engine.hemnma.model import ElasticReference  # noqa: E402
 from cryoflex_scipion.engine.hemnma.pipeline import residue_groups  # noqa: E402
 from cryoflex_scipion.engine.nma.elastic import compute_modes, rtb_blocks  # noqa: E402
+from cryoflex_scipion.engine.yardstick.scoring import latent_correlations  # noqa: E402
 from cryoflex_scipion.engine.yardstick.trajectory import load_trajectory  # noqa: E402
 
 DATA = os.path.join(HERE, "data", "adk1d")
-
-
-def spearman(a, b):
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def pc1(x):
-    x = x - x.mean(0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return x @ vt[0]
 
 
 def old_grid(self):
@@ -124,8 +114,9 @@ def score(out, params, ideal, frames_per_particle, n_frames):
                       "beyond_10deg_pct": float(100 * (angle[sel] > 10).mean()),
                       "amplitude_error": float(amp_err[sel].mean()), "cost": float(out["cost"][sel].mean()),
                       "ideal_amplitude_norm": float(np.linalg.norm(ideal[frames_per_particle[sel]], axis=1).mean())})
-    return {"rho_pc1_frame": abs(spearman(pc1(out["amplitudes"]), frames_per_particle)),
-            "rho_pc1_frame_ideal": abs(spearman(pc1(ideal[frames_per_particle]), frames_per_particle)),
+    return {"rho_pc1_frame": latent_correlations(out["amplitudes"], frames_per_particle)["abs_rho_pc1_frame"],
+            "rho_pc1_frame_ideal": latent_correlations(ideal[frames_per_particle],
+                                                       frames_per_particle)["abs_rho_pc1_frame"],
             "angle_mean": float(angle.mean()), "beyond_10deg_pct": float(100 * (angle > 10).mean()),
             "particles_per_second": out["particles_per_second"], "n_templates": out["n_templates"], "fifths": parts}
 

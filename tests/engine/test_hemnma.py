@@ -28,15 +28,20 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 def adk_case():
     model = read_atoms(os.path.join(DATA, "4akeA_alg_fixed.pdb"), "not hydrogen")
     modes = compute_modes(model.coords, 9, "RTB", 8.0, blocks=rtb_blocks(model.chains, model.resids, 10)).vectors[6:9]
-    n = 100
-    conf = Conformations(model.coords, model.weights, modes=modes, amplitude_range=[200, 200, 200],
+    images, params = _particles(model, modes, 100)
+    return model, modes, images, params
+
+
+def _particles(model, modes, n):
+    """``n`` phase-flipped 64-px particles (SNR 1) deformed along ``modes`` with amplitudes in +/- 200."""
+    conf = Conformations(model.coords, model.weights, modes=modes, amplitude_range=[200] * len(modes),
                          center=model.center())
     settings = SimulationSettings(n_particles=n, size=64, apix=1.3, snr=1.0, max_shift=3.0, defocus_min=5000,
                                   defocus_max=5000, voltage=200, cs=2.0, seed=1, sigma=1.0)
     params = sample_parameters(settings, conf)
     proj, ctf = render_batch(conf, settings, params, np.arange(n), "cpu")
     images, _, _ = add_noise(proj, ctf, 1.0, 0.5, torch.Generator().manual_seed(2))
-    return model, modes, phase_flip(images, ctf), params
+    return phase_flip(images, ctf), params
 
 
 def _aligner(model, modes, **kwargs):
@@ -75,17 +80,11 @@ def test_more_modes_do_not_break_the_global_search(adk_case):
     model = adk_case[0]
     modes = compute_modes(model.coords, 12, "RTB", 8.0, blocks=rtb_blocks(model.chains, model.resids, 10)).vectors
     n = 16
-    conf = Conformations(model.coords, model.weights, modes=modes[6:9], amplitude_range=[200, 200, 200],
-                         center=model.center())
-    settings = SimulationSettings(n_particles=n, size=64, apix=1.3, snr=1.0, max_shift=3.0, defocus_min=5000,
-                                  defocus_max=5000, voltage=200, cs=2.0, seed=1, sigma=1.0)
-    params = sample_parameters(settings, conf)
-    proj, ctf = render_batch(conf, settings, params, np.arange(n), "cpu")
-    images, _, _ = add_noise(proj, ctf, 1.0, 0.5, torch.Generator().manual_seed(2))
+    images, params = _particles(model, modes[6:9], n)
     aligner = _aligner(model, modes[6:12])
     grid = aligner._amplitude_grid()
     assert len(grid) == 33 and np.any(np.all(grid == 0, axis=1))
-    out = aligner.align(phase_flip(images, ctf), params["ctf"])
+    out = aligner.align(images, params["ctf"])
     angle = g.angular_distance(g.euler_to_matrix(out["euler"]), g.euler_to_matrix(params["euler"]))
     truth = np.concatenate([params["labels"], np.zeros((n, 3))], 1)
     amplitude = np.abs(out["amplitudes"] - truth)

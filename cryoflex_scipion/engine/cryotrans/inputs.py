@@ -5,6 +5,7 @@ and says what to change.
 """
 import numpy as np
 
+from ..core import validate
 from ..core.maps import resample_map
 from ..core.errors import EngineInputError
 
@@ -20,12 +21,7 @@ def check_map(name, data, info):
     if data.ndim != 3 or len(set(data.shape)) != 1:
         raise InputError("%s is %s voxels: CryoTRANS needs a cubic box (resize it, e.g. with "
                          "'relion_image_handler --new_box')" % (name, "x".join(str(s) for s in data.shape[::-1])))
-    if not np.all(np.isfinite(data)):
-        raise InputError("%s contains NaN or infinite values" % name)
-    if not info.apix or info.apix <= 0:
-        raise InputError("%s has no pixel size in its header" % name)
-    if float(data.max()) <= float(data.min()):
-        raise InputError("%s is constant (%g everywhere)" % (name, float(data.max())))
+    validate.check_map(data, info.apix, name)
 
 
 def same_grid(info0, info1, tolerance=1e-3):
