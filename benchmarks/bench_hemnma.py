@@ -110,7 +110,7 @@ def run_alignment(folder, atoms_npz, modes_npy, device, batch, extra=()):
     assert code == 0
     seconds = time.perf_counter() - start
     with np.load(os.path.join(out, "results.npz")) as r:
-        result = {k: r[k] for k in ("euler", "origin_A", "amplitudes", "cost")}
+        result = {k: r[k] for k in ("euler", "origin_A", "amplitudes", "cost", "fit_quality", "poor_fit")}
     summary = json.load(open(os.path.join(out, "summary.json")))
     return result, seconds, summary
 
@@ -164,7 +164,10 @@ def main():
            "modes": [7, 8, 9], "snr_measured": truth["snr"], "simulation_s": sim_s, "alignment_wall_s": seconds,
            "particles_per_second": args.n / seconds, "engine_summary_rate": summary["particles_per_second"],
            "errors": err, "paper_hemnma": PAPER, "peak_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-           "mean_cost": float(result["cost"].mean())}
+           "mean_cost": float(result["cost"].mean()), "fit_quality_median": float(np.nanmedian(result["fit_quality"])),
+           "poor_fit_pct": float(100 * result["poor_fit"].mean())}
+    print("fit quality median %.3f, %.1f %% of particles flagged as poorly fitted (in-span motion: should be few)"
+          % (out["fit_quality_median"], out["poor_fit_pct"]), flush=True)
     print("AdK %d particles: %.1f particles/s; amplitude MAE %s (paper %s); angle %.2f +/- %.2f deg (paper 1.0 +/- 0.9); "
           "shift %.3f/%.3f A (paper 0.2); RMSD of amplitude error %.3f A"
           % (args.n, out["particles_per_second"], np.round(err["amplitude_mae"], 2), PAPER["amplitude_mae"],

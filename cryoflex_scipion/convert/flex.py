@@ -192,10 +192,12 @@ def fill_latent_particles(flex_set, input_set, latents, prog_name, euler=None, o
 
 
 def fill_flex_particles(flex_set, input_set, euler, origin_A, amplitudes, cost, mahalanobis=None, keep=None,
-                        progName=FLEX_NMA):
+                        progName=FLEX_NMA, fit_quality=None, reference=None):
     """Normal-mode results: :func:`fill_latent_particles` with the new alignment, zFlex = amplitudes, the
-    cost (``_cryoflexCost``, ContinuousFlex's ``_xmipp_cost``), ContinuousFlex's ``_xmipp_nmaDisplacements``
-    and the Mahalanobis distance; ``keep`` (bool per particle) selects a subset."""
+    cost (``_cryoflexCost``, ContinuousFlex's ``_xmipp_cost``), ContinuousFlex's ``_xmipp_nmaDisplacements``,
+    the Mahalanobis distance, the fit quality (``_cryoflexFitQuality``) and the index of the conformation
+    that fitted best (``_cryoflexReference``, 0 = the modes' reference); ``keep`` (bool per particle)
+    selects a subset."""
     amplitudes = np.asarray(amplitudes, dtype=np.float64)
     attributes = {}
     if cost is not None:
@@ -204,5 +206,9 @@ def fill_flex_particles(flex_set, input_set, euler, origin_A, amplitudes, cost, 
     attributes["_xmipp_nmaDisplacements"] = amplitudes
     if mahalanobis is not None:
         attributes["_cryoflexMahalanobis"] = np.asarray(mahalanobis, dtype=np.float64)
+    if fit_quality is not None:
+        attributes["_cryoflexFitQuality"] = np.asarray(fit_quality, dtype=np.float64)
+    if reference is not None:
+        attributes["_cryoflexReference"] = np.asarray(reference, dtype=np.int64)
     return fill_latent_particles(flex_set, input_set, amplitudes, progName, euler=euler, origin_A=origin_A,
                                  attributes=attributes, keep=keep)

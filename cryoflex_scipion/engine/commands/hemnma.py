@@ -2,8 +2,10 @@
 
 Reads particles (RELION STAR or cryoSPARC .cs, with CTF), a reference model (.npz or PDB) and its
 normal modes (.npy, modes x atoms x 3, unit norm over 3N), and writes <out>/particles.star with
-the new poses and extra columns (cryoflexAmplitude1.., cryoflexCost, cryoflexMahalanobis,
-cryoflexOutlier), results.npz and summary.json.  Each batch's result is saved in <out>/batches,
+the new poses and extra columns (cryoflexAmplitude1.., cryoflexCost, cryoflexFitQuality, cryoflexPoorFit,
+cryoflexMahalanobis, cryoflexOutlier), results.npz and summary.json.  The fit quality (correlation against
+the one a perfect model would reach on the image) flags particles whose conformation the modes do not explain;
+--other-references adds other conformations to align against (cryoflexReference: the one that fitted best).  Each batch's result is saved in <out>/batches,
 so a rerun of the same job skips finished batches (resume; batches of another job, with other
 particles, modes or settings, are discarded); with several GPUs (--gpus 0,1) the batches are
 shared among one worker process per GPU.  See cryoflex_scipion.engine.hemnma.align for the method.
@@ -14,12 +16,20 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from ..cli import add_amplitude_contrast_arg, add_common_args, add_overwrite_arg, fail, gpu_ids, select_device
 from ..core.runtime import EngineInputError, host_memory_gb, log, write_summary
 from ..hemnma import outputs
 from ..hemnma.align import AlignmentSettings
 from ..hemnma.pipeline import (CTF_MODES, align_batches, fingerprint, load_inputs, merge_results, prepare_job,
                                residue_groups)
+from ..hemnma.quality import POOR_FIT, POOR_FIT_WARNING
+
+
+def _nan_median(values):
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
 
 
 def add_args(p):
@@ -58,6 +68,15 @@ def add_args(p):
     p.add_argument("--coarse-model", default="residues", choices=["residues", "full"],
                    help="model for the global search and coarse refinement: one bead per residue (fast), or all "
                         "atoms (default: residues when residues hold several atoms)")
+    p.add_argument("--other-references", nargs="+", default=[], metavar="FILE",
+                   help="other conformations of the reference's atoms (.pdb/.cif/.npz, same atoms in the same order, "
+                        "e.g. the other end state): every particle is also aligned against them and against "
+                        "--intermediates linear interpolations, along the reference's modes, and the best fit wins. "
+                        "Use it when the particles move further than the modes reach (see the fit quality); the "
+                        "amplitudes stay in the reference's modes (default: none)")
+    p.add_argument("--intermediates", type=int, default=1,
+                   help="linear interpolations between consecutive conformations with --other-references "
+                        "(default: 1; each conformation costs one more alignment)")
     p.add_argument("--local", action="store_true", help="no global search: refine from the particles' poses")
     p.add_argument("--use-input-poses", action="store_true", help="add the particles' poses as one more start")
     p.add_argument("--outlier-threshold", type=float, default=3.2,
@@ -73,7 +92,8 @@ def _inputs(args):
     try:
         return load_inputs(args.particles, args.atoms, args.modes, args.mode_list, args.selection, args.apix,
                            args.data_root, args.ctf_mode, need_poses=args.local or args.use_input_poses,
-                           amplitude_contrast=args.amplitude_contrast)
+                           amplitude_contrast=args.amplitude_contrast, other_references=args.other_references,
+                           intermediates=args.intermediates)
     except EngineInputError as exc:
         fail(str(exc))
 
@@ -139,13 +159,22 @@ def main(args):
                "particles_per_second": (n - done_before) / max(seconds, 1e-9), "cost_mean": float(res["cost"].mean()),
                "outliers": int(res["outlier"].sum()), "failed": res["n_failed"],
                "outlier_threshold": args.outlier_threshold, "amplitude_mean": res["amplitudes"].mean(0),
+               "fit_quality_median": _nan_median(res["fit_quality"]), "poor_fit": int(res["poor_fit"].sum()),
+               "poor_fit_threshold": POOR_FIT, "poor_fit_warning_share": POOR_FIT_WARNING,
+               "conformations": len(inputs.path),
+               "particles_per_conformation": np.bincount(res["reference"], minlength=len(inputs.path)).tolist(),
                "amplitude_std": res["amplitudes"].std(0), "resumed_batches": len(kept),
                "resumed_particles": done_before, "files": outputs.FILES}
     write_summary(os.path.join(args.out, outputs.SUMMARY), summary)
     log("done: %d particles (%d aligned in this run) in %.1f s (%.1f/s); mean cost %.4f; "
-        "%d outliers (Mahalanobis > %.1f)"
+        "%d outliers (Mahalanobis > %.1f); fit quality median %.3f"
         % (n, n - done_before, seconds, summary["particles_per_second"], summary["cost_mean"], summary["outliers"],
-           args.outlier_threshold))
+           args.outlier_threshold, summary["fit_quality_median"]))
+    if summary["poor_fit"] > POOR_FIT_WARNING * n:
+        log("WARNING: %d of %d particles (%.0f %%) have a fit quality below %.2f: the modes do not explain their "
+            "conformation, and their poses and amplitudes are less reliable (see cryoflexFitQuality; more modes, "
+            "or other conformations with --other-references, may help)"
+            % (summary["poor_fit"], n, 100.0 * summary["poor_fit"] / n, POOR_FIT))
     return 0
 
 

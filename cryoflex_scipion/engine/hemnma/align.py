@@ -14,7 +14,8 @@ that maximise the correlation between the image and the CTF-modulated projection
 3. **Fine refinement** of the winner at the full working size (at most 128 px by default,
    anti-aliased by Fourier cropping, as the HEMNMA paper recommends).
 
-The cost reported per particle is ``1 - correlation`` at the final level.
+The cost reported per particle is ``1 - correlation`` at the final level; the fit quality
+(:mod:`.quality`) is that correlation against the one a perfect model would reach on the image.
 """
 import math
 import time
@@ -27,6 +28,7 @@ from ..core.ctf import compute_ctf
 from ..core.fourier import fourier_resize, soft_mask
 from ..core.geometry import euler_to_matrix, matrix_to_euler
 from .model import CTF_FLIPPED, CTF_FULL, CTF_NONE
+from .quality import attainable_correlation, fit_quality
 from .refine import refine_poses
 from .search import TemplateBank, search_orientations
 
@@ -50,6 +52,7 @@ class AlignmentSettings:
     search_levels: int = 3           # amplitude values per mode in the global search (1: undeformed only)
     ctf_mode: str = CTF_FULL
     mask_margin: float = 1.2         # mask radius = margin x reference radius
+    mask_radius: float = None        # A, overrides mask_margin (one mask for several references: comparable costs)
     local_only: bool = False         # skip the global search: refine from the given poses
     coarse_groups: object = None     # atom -> bead index (e.g. residues): a coarse-grained model for the
                                      # global search and the coarse refinement; None: full model
@@ -67,7 +70,7 @@ class ElasticAligner:
         self.search_size = min(settings.search_size or 48, self.size)
         self.apix_search = self.apix * self.box / self.search_size
         self.coarse_size = min(settings.coarse_size, self.size) if settings.coarse_size else 0
-        radius_a = settings.mask_margin * reference.radius() + 2 * reference.sigma
+        radius_a = settings.mask_radius or settings.mask_margin * reference.radius() + 2 * reference.sigma
         if radius_a > 0.5 * self.box * self.apix:
             radius_a = 0.5 * self.box * self.apix
         self.radius_a = radius_a
@@ -127,7 +130,8 @@ class ElasticAligner:
 
     def align(self, images, ctf=None, init_euler=None, init_origin_a=None):
         """Align a batch; images (N, box, box) numpy or tensor.  Returns numpy arrays:
-        euler (N, 3), origin_A (N, 2) RELION origins, amplitudes (N, M), cost (N,)."""
+        euler (N, 3), origin_A (N, 2) RELION origins, amplitudes (N, M), cost (N,), fit_quality (N,) and its
+        standard error fit_quality_error (N,)."""
         s = self.settings
         imgs = torch.as_tensor(np.asarray(images), device=self.device, dtype=self.dtype)
         n = imgs.shape[0]
@@ -194,10 +198,15 @@ class ElasticAligner:
 
         tick = self._tick()
         filt = self._filters(ctf, self.size, self.apix_work, n)
-        out = refine_poses(self.reference, work, filt, self._mask(self.size, self.apix_work), rot, shift, amp,
+        mask = self._mask(self.size, self.apix_work)
+        out = refine_poses(self.reference, work, filt, mask, rot, shift, amp,
                            self.apix_work, s.fine_iterations, self.amplitude_bound)
+        attainable, quality_error = attainable_correlation(work, mask)
+        quality = fit_quality(out["correlation"], attainable)
         self._tock("fine", tick)
         euler = matrix_to_euler(out["rotations"].double().cpu().numpy())
         origin = -out["shift_px"].double().cpu().numpy() * self.apix_work
         return {"euler": euler, "origin_A": origin, "amplitudes": out["amplitudes"].double().cpu().numpy(),
-                "cost": (1.0 - out["correlation"]).double().cpu().numpy()}
+                "cost": (1.0 - out["correlation"]).double().cpu().numpy(),
+                "fit_quality": quality.double().cpu().numpy(),
+                "fit_quality_error": (quality_error * quality).double().cpu().numpy()}

@@ -1,8 +1,9 @@
 """Output files of ``hemnma`` (written by the command, read by the protocol and the viewers)."""
 from ..core.outputs import SUMMARY  # noqa: F401
 
-STAR = "particles.star"     # the particles with new poses and cryoflexAmplitude<mode> columns
-RESULTS = "results.npz"     # euler, origin_A, amplitudes, cost, mahalanobis, outlier, mode_numbers
+STAR = "particles.star"     # the particles with new poses, cryoflexAmplitude<mode>, cryoflexFitQuality, ...
+RESULTS = "results.npz"     # euler, origin_A, amplitudes, cost, fit_quality(_error), poor_fit, mahalanobis, outlier,
+                            # mode_numbers
 BATCHES = "batches"         # folder of finished batches (resume)
 FILES = {"star": STAR, "results": RESULTS}
 

@@ -10,6 +10,7 @@
 
 File names are in :mod:`.outputs`.
 """
+import copy
 import glob
 import json
 import os
@@ -29,8 +30,9 @@ from ..core.metrics import mahalanobis
 from ..core.runtime import EngineInputError, Progress, device_name, host_memory_gb, log, run_batches
 from ..core.validate import check_particles, load_array, select_modes
 from . import outputs
-from .align import ElasticAligner
-from .model import CTF_FLIPPED, CTF_FULL, CTF_NONE, ElasticReference
+from .model import CTF_FLIPPED, CTF_FULL, CTF_NONE
+from .quality import poor_fit
+from .references import MultiReferenceAligner, reference_path
 
 __all__ = ["HemnmaInputs", "parse_mode_numbers", "load_inputs", "residue_groups", "prepare_job", "align_batches",
            "merge_results"]
@@ -48,6 +50,7 @@ class HemnmaInputs:
     modes: np.ndarray      # (M, atoms, 3) of the selected modes
     numbers: list          # their 1-based mode numbers
     ctf_mode: str
+    path: np.ndarray = None  # (K, atoms, 3) conformations aligned against (the reference first); None: the reference
 
 
 def parse_mode_numbers(text, total):
@@ -58,8 +61,10 @@ def parse_mode_numbers(text, total):
 
 
 def load_inputs(particles, atoms, modes_path, mode_list=None, selection="all", apix=None, data_root=None,
-                ctf_mode="auto", need_poses=False, amplitude_contrast=None):
-    """Read and check everything the alignment needs -> :class:`HemnmaInputs`."""
+                ctf_mode="auto", need_poses=False, amplitude_contrast=None, other_references=(), intermediates=1):
+    """Read and check everything the alignment needs -> :class:`HemnmaInputs`.  ``other_references``: files
+    of other conformations of the same atoms (see :mod:`.references`), with ``intermediates`` linear
+    interpolations between consecutive conformations."""
     try:
         table = read_particles(particles, apix=apix, check_files=True, data_root=data_root,
                                amplitude_contrast=amplitude_contrast)
@@ -86,11 +91,49 @@ def load_inputs(particles, atoms, modes_path, mode_list=None, selection="all", a
     if need_poses and not table.has_pose:
         raise EngineInputError("%s has no angles: --local and --use-input-poses need existing poses" % particles)
     check_particles(table, particles, need_poses=need_poses, use_ctf=ctf_mode != CTF_NONE)
-    radius = np.sqrt(((model.coords - model.center()) ** 2).sum(1)).max()
+    others = [_other_reference(path, selection, model) for path in other_references or ()]
+    if intermediates < 0:
+        raise EngineInputError("--intermediates must be 0 or more, got %d" % intermediates)
+    path = reference_path(model.coords, others, intermediates)
+    radius = np.sqrt(((path - model.center()) ** 2).sum(2)).max()
     if radius > 0.5 * box * apix:
-        raise EngineInputError("the reference reaches %.0f A from its centre but the particle box is %.0f A wide: "
-                               "pixel size or box inconsistent with the reference" % (radius, box * apix))
-    return HemnmaInputs(table, box, apix, model, selected, numbers, ctf_mode)
+        raise EngineInputError("the reference%s reaches %.0f A from its centre but the particle box is %.0f A wide: "
+                               "pixel size or box inconsistent with the reference"
+                               % (" path" if others else "", radius, box * apix))
+    return HemnmaInputs(table, box, apix, model, selected, numbers, ctf_mode, path)
+
+
+def _other_reference(path, selection, model):
+    """Coordinates of another conformation of ``model``'s atoms, in the reference's atom order: the same atoms
+    in the same order, or else matched by (chain, residue number, atom name) when every reference atom has
+    exactly one match (another file of the same molecule, with other atoms such as hydrogens or extra
+    residues)."""
+    try:
+        other = read_atoms(path, selection)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise EngineInputError("other reference %s: %s" % (path, exc)) from None
+    keys = lambda m: np.char.add(np.char.add(np.char.add(np.asarray(m.chains).astype(str), ":"),  # noqa: E731
+                                             np.char.add(np.asarray(m.resids).astype(str), ":")),
+                                 np.char.strip(np.asarray(m.names).astype(str)))
+    ref_keys, other_keys = keys(model), keys(other)
+    if len(other) == len(model) and np.array_equal(ref_keys, other_keys):
+        coords = other.coords
+    else:
+        unique, counts = np.unique(other_keys, return_counts=True)
+        lookup = {k: i for i, k in enumerate(other_keys)}
+        missing = [k for k in ref_keys if k not in lookup]
+        repeated = set(unique[counts > 1]) & set(ref_keys)
+        if missing or repeated or len(np.unique(ref_keys)) != len(ref_keys):
+            raise EngineInputError(
+                "other reference %s has %d atoms but the reference has %d (selection %r), and they cannot be "
+                "matched by chain, residue and atom name (%s): give conformations of the same atoms"
+                % (path, len(other), len(model), selection,
+                   "%d reference atoms missing, e.g. %s" % (len(missing), missing[0]) if missing else
+                   "atoms named twice"))
+        coords = other.coords[[lookup[k] for k in ref_keys]]
+    if not np.all(np.isfinite(coords)):
+        raise EngineInputError("other reference %s has NaN or infinite coordinates" % path)
+    return coords
 
 
 def residue_groups(model):
@@ -115,6 +158,7 @@ def fingerprint(inputs, settings, batch_size, sigma, seed, local, use_input_pose
         ctf=np.stack([np.broadcast_to(np.asarray(getattr(t.ctf, f.name), np.float64), (len(t),))
                       for f in fields(t.ctf)]) if t.has_ctf else None,
         reference=[inputs.model.coords, inputs.model.weights], modes=inputs.modes, mode_numbers=list(inputs.numbers),
+        path=inputs.path,
         settings={k: v for k, v in asdict(settings).items() if k != "coarse_groups"},
         coarse_groups=settings.coarse_groups, batch_size=int(batch_size), sigma=float(sigma), seed=int(seed),
         local=bool(local), use_input_poses=bool(use_input_poses))
@@ -162,15 +206,17 @@ def align_batches(inputs, settings, out, device, batch_size=256, sigma=1.0, seed
     :class:`EngineInputError`; finished batches are kept."""
     table, model = inputs.table, inputs.model
     torch.manual_seed(seed)
-    reference = ElasticReference(model.coords - model.center(), model.weights, inputs.modes, sigma, device)
-    aligner = ElasticAligner(reference, inputs.box, inputs.apix, settings)
+    path = model.coords[None] if inputs.path is None else inputs.path
+    aligner = MultiReferenceAligner(path, model.weights, inputs.modes, sigma, device, inputs.box, inputs.apix,
+                                    copy.copy(settings))
     n = len(table)
     batches = [b for b in range(worker, (n + batch_size - 1) // batch_size, n_workers)
                if not os.path.exists(os.path.join(out, outputs.batch_file(b)))]
     todo = sum(min(batch_size, n - b * batch_size) for b in batches)
-    log("worker %d/%d on %s: %d particles in %d batches to align (%d px working, %d templates)"
+    log("worker %d/%d on %s: %d particles in %d batches to align (%d px working, %d templates%s)"
         % (worker + 1, n_workers, device_name(device), todo, len(batches), aligner.size,
-           0 if aligner.bank is None else aligner.bank.templates.shape[0]))
+           0 if aligner.bank is None else aligner.bank.templates.shape[0],
+           ", %d conformations" % len(path) if len(path) > 1 else ""))
     progress = Progress(todo, "hemnma" if n_workers == 1 else "hemnma[%d]" % worker)
     with ImageSource(table, data_root) as source:
         for b in batches:
@@ -202,8 +248,9 @@ def align_batches(inputs, settings, out, device, batch_size=256, sigma=1.0, seed
 
 def merge_results(inputs, out, outlier_threshold=3.2, data_root=None):
     """Gather the batch files into ``particles.star`` and ``results.npz``; returns the arrays
-    (``euler``, ``origin_A``, ``amplitudes``, ``cost``, ``mahalanobis``, ``outlier``).  Raises
-    :class:`EngineInputError` when batches are missing."""
+    (``euler``, ``origin_A``, ``amplitudes``, ``cost``, ``fit_quality`` and its error, ``poor_fit``,
+    ``mahalanobis``,
+    ``outlier``).  Raises :class:`EngineInputError` when batches are missing."""
     table, numbers = inputs.table, inputs.numbers
     files = sorted(glob.glob(os.path.join(out, outputs.BATCHES, "batch_*.npz")))
     parts = [dict(np.load(f)) for f in files]
@@ -212,6 +259,9 @@ def merge_results(inputs, out, outlier_threshold=3.2, data_root=None):
         raise EngineInputError("results cover %d of %d particles: rerun to resume" % (len(np.unique(pos)), len(table)))
     order = np.argsort(pos)
     res = {k: np.concatenate([p[k] for p in parts])[order] for k in ("euler", "origin_A", "amplitudes", "cost")}
+    for key, missing in (("fit_quality", np.nan), ("fit_quality_error", np.nan), ("reference", 0)):
+        res[key] = np.concatenate([p[key] if key in p else np.full(len(p["cost"]), missing) for p in parts])[order]
+    res["reference"] = res["reference"].astype(np.int64)  # batches of older versions have none of these
     bad = ~np.all(np.isfinite(np.concatenate([res["euler"], res["origin_A"], res["amplitudes"],
                                               res["cost"][:, None]], 1)), axis=1)
     dist = np.zeros(len(table))
@@ -223,9 +273,13 @@ def merge_results(inputs, out, outlier_threshold=3.2, data_root=None):
     out_table.extra["cryoflexCost"] = res["cost"]
     out_table.extra["cryoflexMahalanobis"] = dist
     out_table.extra["cryoflexOutlier"] = outlier.astype(np.int64)
+    poor = poor_fit(res["fit_quality"], res["fit_quality_error"])
+    out_table.extra["cryoflexFitQuality"] = res["fit_quality"]
+    out_table.extra["cryoflexPoorFit"] = poor.astype(np.int64)
+    out_table.extra["cryoflexReference"] = res["reference"]
     out_table.to_star(os.path.join(out, outputs.STAR), relative_to=out)
     np.savez(os.path.join(out, outputs.RESULTS), mode_numbers=np.array(numbers), mahalanobis=dist,
-             outlier=outlier, **res)
-    res.update(mahalanobis=dist, outlier=outlier, n_failed=int(bad.sum()))
+             outlier=outlier, poor_fit=poor, **res)
+    res.update(mahalanobis=dist, outlier=outlier, poor_fit=poor, n_failed=int(bad.sum()))
     return res
 
