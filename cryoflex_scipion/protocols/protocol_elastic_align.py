@@ -21,6 +21,7 @@ INPUT_STAR = "input_particles.star"
 MODES_NPY = "modes.npy"
 MODE_NUMBERS_NPY = "mode_numbers.npy"
 REFERENCE_NPZ = "reference.npz"
+OTHER_REFERENCE_NPZ = "other_reference_%d.npz"
 
 
 class ProtCryoFlexElasticAlign(CryoFlexProtocol):
@@ -44,6 +45,19 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
                       help="Modes and their reference structure (atoms or pseudoatoms).")
         form.addParam("modeList", params.StringParam, default="",
                       label="Modes to use", help="e.g. '7-9'. Empty: the enabled modes of the set.")
+        form.addParam("otherReferences", params.MultiPointerParam, pointerClass="AtomStruct", allowsNull=True,
+                      label="Other conformations (optional)",
+                      help="Other structures of the same molecule (e.g. the other end state of the motion, "
+                           "superposed or not), with the atoms of the modes' reference. Every particle is also "
+                           "aligned against them and against the intermediates, moving along the same modes, "
+                           "and the best fit wins. Use them when the particles move further than the modes "
+                           "reach: the fit quality of a run without them shows it (on a real closed -> open "
+                           "transition the most open particles went from 45 to 2 deg angular error). "
+                           "Amplitudes stay in the reference's modes. Each conformation costs one alignment.")
+        form.addParam("intermediates", params.IntParam, default=1, validators=[params.GE(0)],
+                      label="Intermediates between conformations",
+                      help="Linear interpolations between consecutive conformations (only with other "
+                           "conformations). 1 is a good default; 3 was slightly better on AdK.")
         form.addSection(label="Search")
         form.addParam("workingSize", params.IntParam, default=128, validators=[params.GE(16)],
                       label="Working image size (px)",
@@ -97,6 +111,11 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
         if len(model) != vectors.shape[1]:
             raise ValueError("the modes have %d atoms but their reference structure has %d"
                              % (vectors.shape[1], len(model)))
+        for i, structure in enumerate(self._otherReferences()):
+            atomstruct_to_npz(structure, self._enginePath(OTHER_REFERENCE_NPZ % i), "all")
+
+    def _otherReferences(self):
+        return [p.get() for p in self.otherReferences if p.get() is not None]
 
     def alignStep(self, *formValues):
         args = ["--particles", self._enginePath(INPUT_STAR), "--atoms", self._enginePath(REFERENCE_NPZ),
@@ -109,6 +128,10 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
                 "--overwrite"]  # the run's folder is its own: resume the same job, restart cleanly after an edit
         if self.amplitudeBound.get() > 0:
             args += ["--amplitude-bound", self.amplitudeBound.get()]
+        others = self._otherReferences()
+        if others:
+            args += ["--other-references"] + [self._enginePath(OTHER_REFERENCE_NPZ % i) for i in range(len(others))]
+            args += ["--intermediates", self.intermediates.get()]
         if self.useInputAlignment.get() == 1:
             args.append("--use-input-poses")
         elif self.useInputAlignment.get() == 2:
@@ -125,14 +148,15 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
         reference = os.path.abspath(self.inputModes.get().getPdb().getFileName())
         flex = SetOfParticlesFlex(filename=self._newSetPath("particles_flex.sqlite"), progName=FLEX_NMA)
         fill_flex_particles(flex, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
-                            res["mahalanobis"])
+                            res["mahalanobis"], fit_quality=res.get("fit_quality"), reference=res.get("reference"))
         n_atoms = np.load(self._enginePath(MODES_NPY), mmap_mode="r").shape[1]
         set_nma_flex_info(flex, numbers, os.path.abspath(self._enginePath(MODES_NPY)), reference, n_atoms)
         outputs = {"outputParticles": flex}
         if self.outputKept.get() and self.outlierThreshold.get() > 0:
             kept = SetOfParticlesFlex(filename=self._newSetPath("particles_flex_kept.sqlite"), progName=FLEX_NMA)
             fill_flex_particles(kept, parts, res["euler"], res["origin_A"], res["amplitudes"], res["cost"],
-                                res["mahalanobis"], keep=~res["outlier"])
+                                res["mahalanobis"], keep=~res["outlier"], fit_quality=res.get("fit_quality"),
+                                reference=res.get("reference"))
             set_nma_flex_info(kept, numbers, os.path.abspath(self._enginePath(MODES_NPY)), reference, n_atoms)
             outputs["outputParticlesKept"] = kept
         self._defineOutputs(**outputs)
@@ -189,7 +213,23 @@ class ProtCryoFlexElasticAlign(CryoFlexProtocol):
                 "Mean cost (1 - correlation): %.4f; outliers (Mahalanobis > %.1f): %d"
                 % (s["cost_mean"], s["outlier_threshold"], s["outliers"]),
                 "Amplitude mean %s, std %s" % (np.round(s["amplitude_mean"], 1).tolist(),
-                                               np.round(s["amplitude_std"], 1).tolist())]
+                                               np.round(s["amplitude_std"], 1).tolist())] + self._fitQualitySummary(s)
+
+    def _fitQualitySummary(self, s):
+        if "poor_fit" not in s:
+            return []
+        line = ("Fit quality (correlation / the best a perfect model reaches on each image) median %.3f; "
+                "%d particles below %.2f (_cryoflexFitQuality)" % (s["fit_quality_median"], s["poor_fit"],
+                                                                   s["poor_fit_threshold"]))
+        if s["poor_fit"] > s["poor_fit_warning_share"] * s["n_particles"]:
+            line += (": WARNING, the modes do not explain the conformation of %.0f %% of the particles; their "
+                     "poses and amplitudes are less reliable" % (100.0 * s["poor_fit"] / s["n_particles"]))
+        lines = [line]
+        if s.get("conformations", 1) > 1:
+            lines.append("Aligned against %d conformations (the reference, %d other(s) and intermediates); "
+                         "particles per conformation %s (_cryoflexReference)"
+                         % (s["conformations"], len(self._otherReferences()), s["particles_per_conformation"]))
+        return lines
 
     def _citations(self):
         return ["Jin2014", "Harastani2020"]

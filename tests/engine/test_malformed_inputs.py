@@ -345,6 +345,12 @@ CASES = [
      "--mode-list 7-9", "existing_file"),
     ("hemnma-outlier-threshold-0", "hemnma --particles {star} --atoms {atoms} --modes {modes} -o {OUT} "
      "--mode-list 7-9 --outlier-threshold 0", "--outlier-threshold"),
+    ("hemnma-other-reference-missing", "hemnma --particles {star} --atoms {atoms} --modes {modes} -o {OUT} "
+     "--mode-list 7-9 --other-references {missing}", "missing.file"),
+    ("hemnma-other-reference-other-atoms", "hemnma --particles {star} --atoms {atoms} --modes {modes} -o {OUT} "
+     "--mode-list 7-9 --other-references {text}", "other reference"),
+    ("hemnma-intermediates-negative", "hemnma --particles {star} --atoms {atoms} --modes {modes} -o {OUT} "
+     "--mode-list 7-9 --other-references {atoms} --intermediates -1", "--intermediates"),
     # ---- landscape
     ("landscape-missing-features", "landscape --features {missing} -o {OUT}", "missing.file"),
     ("landscape-text-features", "landscape --features {text} -o {OUT}", "notes.txt"),

@@ -160,7 +160,8 @@ def test_elastic_alignment_protocol_recovers_ground_truth(project):
     from cryoflex_scipion.constants import FLEX_NMA, GT_AMPLITUDES, GT_ANGLES, GT_ORIGIN
     from cryoflex_scipion.engine.core import geometry as g
     from cryoflex_scipion.protocols import ProtCryoFlexElasticAlign, ProtCryoFlexSimulateParticles
-    nma = _nma(project, _import_model(project), atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=10)
+    structure = _import_model(project)
+    nma = _nma(project, structure, atomSelection=2, networkModel=1, cutoff=8.0, numberOfModes=10)
     sim = project.newProtocol(ProtCryoFlexSimulateParticles, conformations=1, modeList="7-9",
                               amplitudeDistribution=1, amplitudes="150", nParticles=16, boxSize=64,
                               samplingRate=1.3, snr=1.0, maxShift=3.0, defocusMin=8000.0, defocusMax=12000.0, seed=4)
@@ -186,6 +187,7 @@ def test_elastic_alignment_protocol_recovers_ground_truth(project):
         assert len(z) == 3 and np.allclose(np.fromstring(p._xmipp_nmaDisplacements.get(), sep=","), z)
         assert p._xmipp_cost.get() == p._cryoflexCost.get() and p._cryoflexMahalanobis.get() >= 0  # ContinuousFlex's
         assert p.getFlexInfo().getProgName() == FLEX_NMA
+        assert 0.85 < p._cryoflexFitQuality.get() < 1.2 and p._cryoflexReference.get() == 0  # motion along the modes
         amp_err.append(np.abs(z - amps))
         e, _ = pose_from_matrices(p.getTransform().getMatrix()[None])
         angles.append(float(g.angular_distance(g.euler_to_matrix(e[0]), g.euler_to_matrix(eul))))
@@ -195,10 +197,14 @@ def test_elastic_alignment_protocol_recovers_ground_truth(project):
     s = align.readEngineSummary()
     assert s["n_particles"] == 16 and "Mean cost" in align.summary()[1]
     assert align.outputParticlesKept.getSize() == 16 - s["outliers"]
+    assert s["poor_fit"] == 0 and any("Fit quality" in line for line in align.summary())
 
-    # Continue after editing the mode list: the work is redone with the new modes, not the old outputs kept
+    # Continue after editing the mode list and adding another conformation (here the imported model, all atoms:
+    # matched to the modes' atoms by chain, residue and name): the work is redone, not the old outputs kept
     from pyworkflow.protocol.constants import MODE_RESUME
     align.modeList.set("7-8")
+    align.otherReferences.append(structure)
+    align.intermediates.set(0)
     align.runMode.set(MODE_RESUME)
     launch(project, align)
     align = project.getProtocol(align.getObjId())  # outputs as the rerun registered them
@@ -207,6 +213,8 @@ def test_elastic_alignment_protocol_recovers_ground_truth(project):
     assert [len(p.getZFlex()) for p in out.iterItems()] == [2] * 16, [list(p.getZFlex()) for p in out.iterItems()][:3]
     s = align.readEngineSummary()
     assert s["modes"] == [1, 2] and s["resumed_batches"] == 0  # the engine numbers the modes of its file
+    assert s["conformations"] == 2 and sum(s["particles_per_conformation"]) == 16
+    assert any("Aligned against 2 conformations" in line for line in align.summary())
 
 
 def test_elastic_alignment_validation(project, data_path):

@@ -53,6 +53,7 @@ OPTION_RULES = {
     "angular_step": _rule(lambda v: 0 < v <= 180, "must be above 0 and at most 180 degrees"),
     "starts": _AT_LEAST_1, "search_levels": _AT_LEAST_1, "coarse_iterations": _AT_LEAST_0,
     "screen_iterations": _AT_LEAST_0, "fine_iterations": _AT_LEAST_0, "outlier_threshold": _POSITIVE,
+    "intermediates": _AT_LEAST_0,
     "amplitude_bound": _POSITIVE, "dims": _AT_LEAST_1, "k": _AT_LEAST_1, "min_size": _AT_LEAST_1,
     "core_fraction": _rule(lambda v: 0 < v <= 1, "must be above 0 and at most 1"),
     "epochs": _AT_LEAST_1, "patience": _AT_LEAST_1, "time_limit": _POSITIVE, "samples_per_epoch": _AT_LEAST_1,
