@@ -11,12 +11,21 @@ refinement, as the ``hemnma`` command runs it) gets modes 7-9, 7-12 and 7-16.  S
   error against the ideal amplitudes, mean cost;
 - particles/s of the alignment (images on the device, after a warm-up batch).
 
+With ``--oracle-references K`` every particle is also aligned against K true frames spread along the
+transition (each with its own RTB modes; the best cost wins, amplitudes mapped back onto frame 0's modes):
+the ceiling of any multi-reference (re-centred) alignment whose references were exact.  With
+``--oracle-in-span`` the references are the frames' projections on frame 0's modes instead (re-centring
+along the modes only); with ``--oracle-morph`` they are the two end frames and linear interpolations between
+them (what a user who knows both end structures has), with ``--oracle-transported-modes`` every reference
+moves along frame 0's modes.
+
 With ``--old-grid`` the 7-12 run is repeated with the global-search grid before issue 17 (2 levels for 5-6
 modes, no undeformed template), for the before/after comparison.
 
     python benchmarks/bench_hemnma_real.py --device cuda --per-frame 50 --out results/hemnma_real.json
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -34,6 +43,8 @@ from cryoflex_scipion.engine.core.simulation import (Conformations, SimulationSe
 from cryoflex_scipion.engine.hemnma.align import AlignmentSettings, ElasticAligner  # noqa: E402
 from cryoflex_scipion.engine.hemnma.model import ElasticReference  # noqa: E402
 from cryoflex_scipion.engine.hemnma.pipeline import residue_groups  # noqa: E402
+from cryoflex_scipion.engine.hemnma.quality import poor_fit  # noqa: E402
+from cryoflex_scipion.engine.hemnma.references import MultiReferenceAligner, reference_path  # noqa: E402
 from cryoflex_scipion.engine.nma.elastic import compute_modes, rtb_blocks  # noqa: E402
 from cryoflex_scipion.engine.yardstick.scoring import latent_correlations  # noqa: E402
 from cryoflex_scipion.engine.yardstick.trajectory import load_trajectory  # noqa: E402
@@ -70,21 +81,52 @@ def simulate(traj, ref, args, snr, device):
     return np.concatenate(images), params
 
 
-def align(images, params, ref, modes, args, device, grid=None, from_truth=False, working_size=None, sigma=1.0):
-    """``from_truth``: local refinement only, from the true poses (separates the global search's failures
-    from the refinement's)."""
-    reference = ElasticReference(ref.coords - ref.center(), ref.weights, modes, sigma, device)
-    settings = AlignmentSettings(working_size=working_size or args.box, max_shift=args.max_shift + 2, ctf_mode="full",
-                                 coarse_groups=residue_groups(ref), local_only=from_truth)
-    if grid is not None:
-        ElasticAligner._amplitude_grid = grid
-    aligner = ElasticAligner(reference, args.box, args.apix, settings)
-    n = len(images)
-    out = {"euler": [], "origin_A": [], "amplitudes": [], "cost": []}
-    def poses(idx):
-        return (params["euler"][idx], params["origin_A"][idx]) if from_truth else (None, None)
+def align_oracle(images, params, ref, traj, all_modes, first, last, n_refs, args, device, in_span=False, morph=False,
+                 transported=False):
+    """Align against ``n_refs`` true frames (each with its own RTB modes ``first``-``last``), keep each
+    particle's best cost; amplitudes = the chosen conformation's displacement from frame 0 on frame 0's modes."""
+    frames = np.unique(np.linspace(0, len(traj.coords) - 1, n_refs).round().astype(int))
+    modes0 = all_modes[first - 1:last]
+    # one mask for all references (the largest), or the costs would not be comparable
+    mask_radius = 1.2 * max(np.linalg.norm(traj.coords[k] - ref.center(), axis=1).max() for k in frames) + 2.0
+    runs = []
+    for k in frames:
+        coords = traj.coords[k]
+        if morph:  # the two end frames only, and linear interpolations between them
+            t = k / (len(traj.coords) - 1)
+            coords = (1 - t) * traj.coords[0] + t * traj.coords[-1]
+        if in_span:  # the frame's displacement projected on frame 0's modes: what in-span re-centring could reach
+            coords = ref.coords + np.einsum("m,mad->ad", np.einsum("ad,mad->m", coords - ref.coords, modes0), modes0)
+        modes = modes0 if transported else \
+            compute_modes(coords, last, "RTB", 8.0, blocks=rtb_blocks(ref.chains, ref.resids, 10)).vectors[first - 1:]
+        frame_ref = dataclasses.replace(ref, coords=coords)
+        out = align(images, params, frame_ref, modes, args, device, centre=ref.center(), mask_radius=mask_radius)
+        displacement = coords[None] - ref.coords[None] + np.einsum("nm,mad->nad", out["amplitudes"], modes)
+        out["amplitudes"] = np.einsum("nad,mad->nm", displacement, modes0)
+        runs.append(out)
+    best = np.stack([r["cost"] for r in runs]).argmin(0)
+    pick = lambda key: np.stack([r[key] for r in runs])[best, np.arange(len(best))]  # noqa: E731
+    out = {key: pick(key) for key in ("euler", "origin_A", "amplitudes", "cost", "fit_quality", "fit_quality_error")}
+    out["particles_per_second"] = 1.0 / sum(1.0 / r["particles_per_second"] for r in runs)
+    out["n_templates"] = runs[0]["n_templates"]
+    out["reference_frames"] = frames.tolist()
+    return out
 
-    warm = np.arange(args.batch)
+
+def align_path(images, params, ref, traj, modes, intermediates, args, device):
+    """The engine's multi-reference alignment (``hemnma --other-references``): frame 0 and the last frame
+    (what a user knowing both end structures has), ``intermediates`` interpolations, frame 0's modes."""
+    path = reference_path(ref.coords, [traj.coords[-1]], intermediates)
+    settings = AlignmentSettings(working_size=args.box, max_shift=args.max_shift + 2, ctf_mode="full",
+                                 coarse_groups=residue_groups(ref))
+    aligner = MultiReferenceAligner(path, ref.weights, modes, 1.0, device, args.box, args.apix, settings)
+    return _run(aligner, images, params, args, device, lambda idx: (None, None), len(path))
+
+
+def _run(aligner, images, params, args, device, poses, n_templates):
+    n = len(images)
+    out = {"euler": [], "origin_A": [], "amplitudes": [], "cost": [], "fit_quality": [], "fit_quality_error": []}
+    warm = np.arange(min(args.batch, n))
     aligner.align(images[warm], params["ctf"].subset(warm), *poses(warm))  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -99,8 +141,26 @@ def align(images, params, ref, modes, args, device, grid=None, from_truth=False,
     seconds = time.time() - t
     out = {k: np.concatenate(v) for k, v in out.items()}
     out["particles_per_second"] = n / seconds
-    out["n_templates"] = 0 if from_truth else len(aligner._amplitude_grid())
+    out["n_templates"] = n_templates
     return out
+
+
+def align(images, params, ref, modes, args, device, grid=None, from_truth=False, working_size=None, sigma=1.0,
+          centre=None, mask_radius=None):
+    """``from_truth``: local refinement only, from the true poses (separates the global search's failures
+    from the refinement's).  ``centre``: the point of ``ref`` put at the box centre (default its own centre)."""
+    reference = ElasticReference(ref.coords - (ref.center() if centre is None else centre), ref.weights, modes,
+                                 sigma, device)
+    settings = AlignmentSettings(working_size=working_size or args.box, max_shift=args.max_shift + 2, ctf_mode="full",
+                                 coarse_groups=residue_groups(ref), local_only=from_truth, mask_radius=mask_radius)
+    if grid is not None:
+        ElasticAligner._amplitude_grid = grid
+    aligner = ElasticAligner(reference, args.box, args.apix, settings)
+
+    def poses(idx):
+        return (params["euler"][idx], params["origin_A"][idx]) if from_truth else (None, None)
+
+    return _run(aligner, images, params, args, device, poses, 0 if from_truth else len(aligner._amplitude_grid()))
 
 
 def score(out, params, ideal, frames_per_particle, n_frames):
@@ -113,6 +173,9 @@ def score(out, params, ideal, frames_per_particle, n_frames):
         parts.append({"fifth": f + 1, "angle_mean": float(angle[sel].mean()), "angle_median": float(np.median(angle[sel])),
                       "beyond_10deg_pct": float(100 * (angle[sel] > 10).mean()),
                       "amplitude_error": float(amp_err[sel].mean()), "cost": float(out["cost"][sel].mean()),
+                      "fit_quality": float(np.nanmean(out["fit_quality"][sel])),
+                      "poor_fit_pct": float(100 * poor_fit(out["fit_quality"][sel], out["fit_quality_error"][sel]).mean()),
+                      "fit_quality_error": float(np.nanmedian(out["fit_quality_error"][sel])),
                       "ideal_amplitude_norm": float(np.linalg.norm(ideal[frames_per_particle[sel]], axis=1).mean())})
     return {"rho_pc1_frame": latent_correlations(out["amplitudes"], frames_per_particle)["abs_rho_pc1_frame"],
             "rho_pc1_frame_ideal": latent_correlations(ideal[frames_per_particle],
@@ -134,6 +197,16 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--old-grid", action="store_true")
+    p.add_argument("--mask-radius", type=float, default=None, help="A, mask of the single-reference runs")
+    p.add_argument("--path-intermediates", type=int, nargs="*", default=[],
+                   help="also run the engine's multi-reference alignment with the last frame as other reference "
+                        "and this many intermediates")
+    p.add_argument("--oracle-in-span", action="store_true", help="oracle references projected on frame 0's modes")
+    p.add_argument("--oracle-morph", action="store_true",
+                   help="oracle references: the end frames and linear interpolations between them")
+    p.add_argument("--oracle-transported-modes", action="store_true", help="oracle references use frame 0's modes")
+    p.add_argument("--oracle-references", type=int, nargs="*", default=[],
+                   help="also align against this many true frames along the transition (multi-reference ceiling)")
     p.add_argument("--from-truth", action="store_true", help="also refine locally from the true poses")
     p.add_argument("--working-sizes", type=int, nargs="+", default=[0], help="refinement sizes to try (0: box)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[1.0], help="atom widths (A) to try")
@@ -162,9 +235,23 @@ def main():
                 ([("old", old_grid, False)] if args.old_grid and spec == "7-12" else []) + \
                 ([("local from true poses", default_grid, True)] if args.from_truth else [])
             variants = [(n, gr, ft, w, sg) for n, gr, ft in variants for w in args.working_sizes for sg in args.sigmas]
+            kind = ("in-span " if args.oracle_in_span else "") + ("morph " if args.oracle_morph else "") + \
+                ("transported-mode " if args.oracle_transported_modes else "")
+            variants += [("oracle %d %sreferences" % (k, kind), k, None, 0, 1.0) for k in args.oracle_references]
+            variants += [("other reference: last frame, %d intermediates" % k, k, None, 0, 1.0)
+                         for k in args.path_intermediates]
             for base, grid, from_truth, working, sigma in variants:
                 name = "%s, %d px, sigma %g" % (base, working or args.box, sigma)
-                out = align(images, params, ref, modes, args, device, grid, from_truth, working, sigma)
+                if base.startswith("other reference"):
+                    out = align_path(images, params, ref, traj, modes, grid, args, device)
+                    grid, from_truth = default_grid, False
+                elif base.startswith("oracle"):
+                    out = align_oracle(images, params, ref, traj, all_modes, first, last, grid, args, device,
+                                       args.oracle_in_span, args.oracle_morph, args.oracle_transported_modes)
+                    grid, from_truth = default_grid, False
+                else:
+                    out = align(images, params, ref, modes, args, device, grid, from_truth, working, sigma,
+                                mask_radius=args.mask_radius)
                 s = score(out, params, ideal, frames, len(traj.coords))
                 s.update({"snr": snr, "modes": spec, "grid": name, "span_last_frame": span,
                           "working_size": working or args.box, "sigma": sigma, "from_truth": from_truth})
@@ -175,8 +262,10 @@ def main():
                                             s["particles_per_second"]), flush=True)
                 for f in s["fifths"]:
                     print("    fifth %d: angle mean %.2f median %.2f, >10 deg %.1f%%, amplitude error %.1f (ideal |q| %.0f), "
-                          "cost %.4f" % (f["fifth"], f["angle_mean"], f["angle_median"], f["beyond_10deg_pct"],
-                                         f["amplitude_error"], f["ideal_amplitude_norm"], f["cost"]), flush=True)
+                          "cost %.4f, fit quality %.3f +/- %.3f (%.0f%% poor)"
+                          % (f["fifth"], f["angle_mean"], f["angle_median"], f["beyond_10deg_pct"], f["amplitude_error"],
+                             f["ideal_amplitude_norm"], f["cost"], f["fit_quality"], f["fit_quality_error"],
+                             f["poor_fit_pct"]), flush=True)
         del images
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
