@@ -28,6 +28,14 @@ class CryoFlexProtocol(EMProtocol):
     _summaryName = SUMMARY  # the engine's JSON summary (engine/core/outputs.py)
     _engineUsesDevice = True  # False: a CPU command without --device (no GPU substitution)
     stepsExecutionMode = STEPS_SERIAL
+    _displayName = "cryoflex"  # what run boxes and forms show before the label, not the package name
+
+    @classmethod
+    def getClassLabel(cls, prependPackageName=True):
+        """``cryoflex - <label>``: pyworkflow prefixes the plugin's module name (``cryoflex_scipion``); the
+        plugin's name itself stays the module's, which queue templates (PLUGIN_MODULE) rely on."""
+        label = cls.__dict__.get("_label", cls.__name__)
+        return "%s - %s" % (cls._displayName, label) if prependPackageName else label
 
     # -- form helpers -------------------------------------------------------
     @classmethod

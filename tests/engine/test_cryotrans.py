@@ -43,7 +43,9 @@ def _train(maps, target, out, *extra):
     return json.load(open(os.path.join(str(out), "summary.json")))
 
 
-@pytest.mark.parametrize("resolution", [7, 5])
+# The 7 A target is the same experiment as tests/scipion/test_cryotrans_protocol.py's, which asserts the same
+# bounds through the protocol; here the 5 A target, with every output checked.
+@pytest.mark.parametrize("resolution", [5])
 def test_generated_map_beats_initial_and_target_maps(maps, tmp_path, resolution):
     s = _train(maps, maps[resolution], tmp_path / "run")
     m = s["model_fsc_0.5_A"]

@@ -41,6 +41,7 @@ def test_cryotrans_protocol_morphs_open_into_closed(project):
     m = s["model_fsc_0.5_A"]
     print("protocol: model FSC 0.5 f0 %.2f, f1 %.2f, generated %.2f A" % (m["initial"], m["target"], m["generated"]))
     assert m["generated"] < m["initial"] - 1.5 and m["generated"] < m["target"]
+    assert s["fsc_generated_target"]["fsc_0.5_A"] < s["fsc_initial_target"]["fsc_0.5_A"]
     frames = prot.outputTrajectory
     assert frames.getSize() == 7 and frames.getSamplingRate() == 2.0
     first = read_map(frames.getFirstItem().getFileName())[0]
