@@ -5,10 +5,11 @@ normal modes (.npy, modes x atoms x 3, unit norm over 3N), and writes <out>/part
 the new poses and extra columns (cryoflexAmplitude1.., cryoflexCost, cryoflexFitQuality, cryoflexPoorFit,
 cryoflexMahalanobis, cryoflexOutlier), results.npz and summary.json.  The fit quality (correlation against
 the one a perfect model would reach on the image) flags particles whose conformation the modes do not explain;
---other-references adds other conformations to align against (cryoflexReference: the one that fitted best).  Each batch's result is saved in <out>/batches,
-so a rerun of the same job skips finished batches (resume; batches of another job, with other
-particles, modes or settings, are discarded); with several GPUs (--gpus 0,1) the batches are
-shared among one worker process per GPU.  See cryoflex_scipion.engine.hemnma.align for the method.
+--other-references adds other conformations to align against (cryoflexReference: the one that fitted best).
+Each batch's result is saved in <out>/batches, so a rerun of the same job skips finished batches
+(resume; batches of another job, with other particles, modes or settings, are discarded); with several
+GPUs (--gpus 0,1) the batches are shared among one worker process per GPU.  See
+cryoflex_scipion.engine.hemnma.align for the method.
 """
 import argparse
 import os

@@ -10,7 +10,6 @@
 
 File names are in :mod:`.outputs`.
 """
-import copy
 import glob
 import json
 import os
@@ -92,8 +91,6 @@ def load_inputs(particles, atoms, modes_path, mode_list=None, selection="all", a
         raise EngineInputError("%s has no angles: --local and --use-input-poses need existing poses" % particles)
     check_particles(table, particles, need_poses=need_poses, use_ctf=ctf_mode != CTF_NONE)
     others = [_other_reference(path, selection, model) for path in other_references or ()]
-    if intermediates < 0:
-        raise EngineInputError("--intermediates must be 0 or more, got %d" % intermediates)
     path = reference_path(model.coords, others, intermediates)
     radius = np.sqrt(((path - model.center()) ** 2).sum(2)).max()
     if radius > 0.5 * box * apix:
@@ -112,10 +109,7 @@ def _other_reference(path, selection, model):
         other = read_atoms(path, selection)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise EngineInputError("other reference %s: %s" % (path, exc)) from None
-    keys = lambda m: np.char.add(np.char.add(np.char.add(np.asarray(m.chains).astype(str), ":"),  # noqa: E731
-                                             np.char.add(np.asarray(m.resids).astype(str), ":")),
-                                 np.char.strip(np.asarray(m.names).astype(str)))
-    ref_keys, other_keys = keys(model), keys(other)
+    ref_keys, other_keys = _atom_keys(model), _atom_keys(other)
     if len(other) == len(model) and np.array_equal(ref_keys, other_keys):
         coords = other.coords
     else:
@@ -136,11 +130,20 @@ def _other_reference(path, selection, model):
     return coords
 
 
+def _residue_keys(model):
+    """``chain:residue`` per atom."""
+    return np.char.add(np.char.add(np.asarray(model.chains).astype(str), ":"), np.asarray(model.resids).astype(str))
+
+
+def _atom_keys(model):
+    """``chain:residue:name`` per atom."""
+    return np.char.add(np.char.add(_residue_keys(model), ":"), np.char.strip(np.asarray(model.names).astype(str)))
+
+
 def residue_groups(model):
     """Bead index per atom, one bead per (chain, residue); None when that would not reduce the
     model at least twofold (C-alpha or pseudoatomic references)."""
-    keys = np.char.add(np.char.add(model.chains.astype(str), ":"), model.resids.astype(str))
-    _, groups = np.unique(keys, return_inverse=True)
+    _, groups = np.unique(_residue_keys(model), return_inverse=True)
     return groups if groups.max() + 1 <= len(model) // 2 else None
 
 
@@ -208,7 +211,7 @@ def align_batches(inputs, settings, out, device, batch_size=256, sigma=1.0, seed
     torch.manual_seed(seed)
     path = model.coords[None] if inputs.path is None else inputs.path
     aligner = MultiReferenceAligner(path, model.weights, inputs.modes, sigma, device, inputs.box, inputs.apix,
-                                    copy.copy(settings))
+                                    settings)
     n = len(table)
     batches = [b for b in range(worker, (n + batch_size - 1) // batch_size, n_workers)
                if not os.path.exists(os.path.join(out, outputs.batch_file(b)))]
@@ -249,8 +252,7 @@ def align_batches(inputs, settings, out, device, batch_size=256, sigma=1.0, seed
 def merge_results(inputs, out, outlier_threshold=3.2, data_root=None):
     """Gather the batch files into ``particles.star`` and ``results.npz``; returns the arrays
     (``euler``, ``origin_A``, ``amplitudes``, ``cost``, ``fit_quality`` and its error, ``poor_fit``,
-    ``mahalanobis``,
-    ``outlier``).  Raises :class:`EngineInputError` when batches are missing."""
+    ``reference``, ``mahalanobis``, ``outlier``).  Raises :class:`EngineInputError` when batches are missing."""
     table, numbers = inputs.table, inputs.numbers
     files = sorted(glob.glob(os.path.join(out, outputs.BATCHES, "batch_*.npz")))
     parts = [dict(np.load(f)) for f in files]

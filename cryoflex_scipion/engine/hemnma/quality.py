@@ -17,6 +17,7 @@ white noise), and a particle is flagged only when its fit quality is below :data
 error is below :data:`MAX_FIT_QUALITY_ERROR` (about 0.07 for AdK at SNR 0.1 and 128 px; about 0.5 at
 SNR 0.01, where no particle is flagged rather than a random third of them).
 """
+import numpy as np
 import torch
 
 __all__ = ["POOR_FIT", "POOR_FIT_WARNING", "MAX_FIT_QUALITY_ERROR", "attainable_correlation", "fit_quality",
@@ -63,7 +64,6 @@ def fit_quality(correlation, attainable):
 def poor_fit(quality, error):
     """Particles flagged as not explained by the modes, from the fit quality and its (absolute) standard
     error (numpy bool; NaN is never flagged)."""
-    import numpy as np
     quality, error = np.asarray(quality, dtype=np.float64), np.asarray(error, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return (quality < POOR_FIT) & (error < MAX_FIT_QUALITY_ERROR)

@@ -16,6 +16,8 @@ under one mask (so that the costs compare) and keeps the lowest cost.  Amplitude
 reference's modes, ``q = U^T (x_k - x_0) + a`` (the modes are orthonormal), so that landscapes and
 DeepHEMNMA read them as before; the index of the winning conformation is reported beside them.
 """
+import dataclasses
+
 import numpy as np
 
 from ..core.metrics import kabsch
@@ -53,7 +55,8 @@ class MultiReferenceAligner:
         self.modes = np.asarray(modes, dtype=np.float64)
         references = [ElasticReference(c - centre, weights, modes, sigma, device) for c in self.path]
         if len(references) > 1 and settings.mask_radius is None:
-            settings.mask_radius = max(settings.mask_margin * r.radius() + 2 * r.sigma for r in references)
+            settings = dataclasses.replace(settings, mask_radius=max(settings.mask_margin * r.radius() + 2 * r.sigma
+                                                                     for r in references))
         self.aligners = [ElasticAligner(r, box, apix, settings) for r in references]
         # amplitudes of each conformation in path[0]'s modes
         self.offsets = np.einsum("kad,mad->km", self.path - self.path[0], self.modes) if len(self.modes) else \
